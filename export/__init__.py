@@ -1,0 +1,1 @@
+"""Export: ONNX and TorchScript bundles with parity checks, and the runtime backends."""

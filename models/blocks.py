@@ -1,0 +1,79 @@
+"""Reusable building blocks, written once: activations, the ResNet block, the MLP."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Resample = Literal["none", "down", "up"]
+
+
+def make_activation(name: str) -> nn.Module:
+    """``gelu``, ``relu`` or ``leaky_relu`` (slope 0.2, for discriminators)."""
+    if name == "gelu":
+        return nn.GELU()
+    if name == "relu":
+        return nn.ReLU()
+    if name == "leaky_relu":
+        return nn.LeakyReLU(0.2)
+    raise ValueError(f"unknown activation {name!r}; choose gelu, relu or leaky_relu")
+
+
+class ResNetBlock(nn.Module):
+    """Two 3x3 convolutions with instance norm and a shortcut, optionally resampling.
+
+    ``down`` halves the resolution with a stride-2 first convolution; ``up`` doubles
+    it with nearest-neighbour upsampling before the first convolution (no
+    checkerboard artefacts, unlike a transposed convolution). The shortcut is the
+    identity when shape is unchanged, else a 1x1 projection (strided for ``down``,
+    after the same upsampling for ``up``).
+
+    Args:
+        in_channels: Channels of the input.
+        out_channels: Channels of the output.
+        activation: ``gelu``, ``relu`` or ``leaky_relu``.
+        resample: ``none``, ``down`` (stride 2) or ``up`` (nearest x2).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, activation: str = "gelu",
+                 resample: Resample = "none") -> None:
+        super().__init__()
+        if resample not in ("none", "down", "up"):
+            raise ValueError(f"resample must be none, down or up, got {resample!r}")
+        self.upsample = resample == "up"
+        stride = 2 if resample == "down" else 1
+        # No conv bias before an instance norm: the norm subtracts it right away.
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.norm1 = nn.InstanceNorm2d(out_channels, affine=True)
+        self.act1 = make_activation(activation)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.norm2 = nn.InstanceNorm2d(out_channels, affine=True)
+        self.act2 = make_activation(activation)
+        self.shortcut: nn.Module = nn.Identity()
+        if in_channels != out_channels or stride != 1:
+            self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride=stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.upsample:
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")  # (B, C, 2H, 2W)
+        h = self.act1(self.norm1(self.conv1(x)))
+        h = self.norm2(self.conv2(h))
+        return self.act2(h + self.shortcut(x))
+
+
+class Mlp(nn.Module):
+    """Linear -> activation -> dropout -> Linear -> dropout."""
+
+    def __init__(self, in_features: int, hidden_features: int, out_features: int,
+                 activation: str = "gelu", dropout: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = make_activation(activation)
+        self.fc2 = nn.Linear(hidden_features, out_features)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))

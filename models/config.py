@@ -1,0 +1,208 @@
+"""The world model's configuration: one frozen dataclass, its presets, and its dict form.
+
+A checkpoint stores ``config.to_dict()``; ``WorldModelConfig.from_dict`` rebuilds the
+exact same architecture from that dict alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Activation = Literal["gelu", "relu"]
+AttentionMode = Literal["concat", "interleaved"]
+OutputMode = Literal["absolute", "residual"]
+PosEmbed = Literal["learned", "sincos"]
+
+
+@dataclass(frozen=True)
+class WorldModelConfig:
+    """Architecture of the action-conditioned next-frame predictor.
+
+    Args:
+        height: Frame height in pixels; divisible by ``2 ** len(tokenizer_filters)``.
+        width: Frame width in pixels; same rule.
+        context_frames: K, the number of most recent frames the model sees, stacked on
+            the channel axis. K = 1 is the design's single-frame predictor.
+        control_dim: Length of the control vector (4 gamepad stick axes by default).
+        embed_dim: Transformer width D.
+        depth: Number of transformer layers.
+        num_heads: Attention heads; must divide ``embed_dim``.
+        mlp_ratio: Hidden width of each transformer MLP, as a multiple of D.
+        tokenizer_filters: Channels of each stride-2 ResNet stage of the tokenizer.
+            S stages give a token grid of (height / 2^S, width / 2^S).
+        tokenizer_blocks: ResNet blocks per tokenizer stage (the first one downsamples).
+        decoder_filters: Channels of each x2-upsampling ResNet stage of the decoder;
+            as many stages as the tokenizer has, so the output is full size.
+        decoder_blocks: ResNet blocks per decoder stage (the first one upsamples).
+        action_hidden: Hidden width of the MLP that turns controls into the action token.
+        activation: ``gelu`` or ``relu``, used everywhere.
+        num_registers: Learned register tokens added to the sequence (0 for none).
+        attention_mode: ``concat`` joins the action token and registers to the image
+            tokens and self-attends over all; ``interleaved`` self-attends over image
+            tokens and registers, then cross-attends to the action token, in each layer.
+        output_mode: ``absolute`` predicts the next frame through a sigmoid;
+            ``residual`` predicts a change added to the last context frame.
+        pos_embed: ``learned`` or fixed 2-D ``sincos`` positional embedding.
+        dropout: Dropout in attention, MLPs and after the positional embedding.
+        grad_checkpointing: Recompute each transformer layer in the backward pass
+            to save memory (training only; outputs are unchanged).
+    """
+
+    height: int = 64
+    width: int = 64
+    context_frames: int = 1
+    control_dim: int = 4
+    embed_dim: int = 192
+    depth: int = 4
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    tokenizer_filters: tuple[int, ...] = (32, 64, 128)
+    tokenizer_blocks: int = 1
+    decoder_filters: tuple[int, ...] = (128, 64, 32)
+    decoder_blocks: int = 1
+    action_hidden: int = 128
+    activation: Activation = "gelu"
+    num_registers: int = 0
+    attention_mode: AttentionMode = "concat"
+    output_mode: OutputMode = "absolute"
+    pos_embed: PosEmbed = "learned"
+    dropout: float = 0.0
+    grad_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        positive = ("height", "width", "context_frames", "control_dim", "embed_dim", "depth",
+                    "num_heads", "tokenizer_blocks", "decoder_blocks", "action_hidden")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_registers < 0:
+            raise ValueError(f"num_registers must be >= 0, got {self.num_registers}")
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
+        if not self.tokenizer_filters or min(self.tokenizer_filters) < 1:
+            raise ValueError(f"tokenizer_filters must be positive, got {self.tokenizer_filters}")
+        if len(self.decoder_filters) != len(self.tokenizer_filters) or min(
+                self.decoder_filters) < 1:
+            raise ValueError(
+                f"decoder_filters {self.decoder_filters} must have one positive entry per "
+                f"tokenizer stage ({len(self.tokenizer_filters)}) so the output is full size")
+        factor = self.patch_size
+        if self.height % factor or self.width % factor:
+            raise ValueError(
+                f"height and width ({self.height}x{self.width}) must be divisible by "
+                f"2^{len(self.tokenizer_filters)} = {factor}, one halving per tokenizer stage")
+        if self.pos_embed == "sincos" and self.embed_dim % 4:
+            raise ValueError(
+                f"sincos pos_embed needs embed_dim divisible by 4, got {self.embed_dim}")
+        for name in ("activation", "attention_mode", "output_mode", "pos_embed"):
+            allowed = typing.get_args(_FIELD_TYPES[name])
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    @property
+    def patch_size(self) -> int:
+        """Pixels per token side: the tokenizer halves the resolution once per stage."""
+        return int(2 ** len(self.tokenizer_filters))
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """The token grid (rows, columns)."""
+        return self.height // self.patch_size, self.width // self.patch_size
+
+    @property
+    def num_image_tokens(self) -> int:
+        rows, cols = self.grid_size
+        return rows * cols
+
+    @property
+    def sequence_length(self) -> int:
+        """Tokens the self-attention sees: image tokens, registers, and in ``concat``
+        mode the action token."""
+        action = 1 if self.attention_mode == "concat" else 0
+        return self.num_image_tokens + self.num_registers + action
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (lists, not tuples) that ``from_dict`` turns back into this config."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorldModelConfig:
+        """Rebuild a config from ``to_dict`` output; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown WorldModelConfig field(s): {', '.join(unknown)}")
+        return cls(**{k: _coerce(k, v) for k, v in data.items()})
+
+    def replace(self, **changes: Any) -> WorldModelConfig:
+        """A copy with some fields changed (values are coerced like ``from_dict``'s)."""
+        return WorldModelConfig.from_dict({**self.to_dict(), **changes})
+
+
+_FIELD_TYPES: dict[str, Any] = typing.get_type_hints(WorldModelConfig)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn a value from JSON, TOML or the command line into the field's type."""
+    kind = _FIELD_TYPES[name]
+    origin = typing.get_origin(kind)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        return tuple(int(v) for v in value)
+    if origin is Literal or origin is types.UnionType:
+        return value
+    if kind is bool:
+        if isinstance(value, str):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(f"{name} must be true or false, got {value!r}")
+            return value.lower() in ("true", "1", "yes")
+        return bool(value)
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        return int(value)
+    if kind is float:
+        return float(value)
+    return value
+
+
+PRESETS: dict[str, WorldModelConfig] = {
+    # 64x64, real-time on 2 CPU cores: 8x8 tokens, D=192, 4 layers.
+    "tiny": WorldModelConfig(),
+    # 64x64, more capacity: wider, deeper, two ResNet blocks per stage.
+    "small": WorldModelConfig(
+        embed_dim=256, depth=6, num_heads=4, tokenizer_filters=(48, 96, 192),
+        decoder_filters=(192, 96, 48), tokenizer_blocks=2, decoder_blocks=2,
+        action_hidden=256, num_registers=4),
+    # 128x128 for a GPU: 16x16 tokens, D=384, 8 layers.
+    "base": WorldModelConfig(
+        height=128, width=128, embed_dim=384, depth=8, num_heads=6,
+        tokenizer_filters=(64, 128, 256), decoder_filters=(256, 128, 64),
+        tokenizer_blocks=2, decoder_blocks=2, action_hidden=384, num_registers=4),
+}
+
+
+def preset(name: str, **overrides: Any) -> WorldModelConfig:
+    """A preset by name (``tiny``, ``small``, ``base``), with optional field overrides."""
+    try:
+        base = PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+    return base.replace(**overrides) if overrides else base
+
+
+__all__ = ["PRESETS", "WorldModelConfig", "preset"]

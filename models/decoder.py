@@ -1,0 +1,48 @@
+"""Tokens back to pixels: the CNN ResNet decoder head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.blocks import ResNetBlock
+
+
+class CNNDecoder(nn.Module):
+    """Token grid -> ResNet stages with nearest-neighbour x2 upsampling -> RGB.
+
+    ``(B, N, D) -> (B, 3, H, W)`` raw (unbounded) values; the world model maps them
+    into [0, 1] according to its output mode.
+
+    Args:
+        embed_dim: Token width D.
+        filters: Channels of each stage; one x2 upsampling per stage.
+        blocks: ResNet blocks per stage; the first of each upsamples.
+        grid: Token grid (rows, columns).
+        activation: ``gelu`` or ``relu``.
+    """
+
+    def __init__(self, embed_dim: int, filters: tuple[int, ...], blocks: int,
+                 grid: tuple[int, int], activation: str = "gelu") -> None:
+        super().__init__()
+        self.grid = grid
+        stages: list[nn.Module] = []
+        channels = embed_dim
+        for out_channels in filters:
+            stages.append(ResNetBlock(channels, out_channels, activation, resample="up"))
+            stages.extend(ResNetBlock(out_channels, out_channels, activation)
+                          for _ in range(blocks - 1))
+            channels = out_channels
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Conv2d(channels, 3, 3, padding=1)
+        # Start near zero: an absolute model starts at mid-grey, a residual one at
+        # copy-last-frame (the baseline every world model must beat), yet every
+        # parameter still receives a gradient from the first step.
+        nn.init.normal_(self.head.weight, std=1e-3)
+        nn.init.zeros_(self.head.bias)  # type: ignore[arg-type]  # a Conv2d's bias is set
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        B, _, D = tokens.shape
+        rows, cols = self.grid
+        x = tokens.transpose(1, 2).reshape(B, D, rows, cols)  # (B, N, D) -> (B, D, h, w)
+        return self.head(self.stages(x))  # (B, 3, H, W)

@@ -1,0 +1,154 @@
+"""The action-conditioned next-frame predictor: tokenize -> trunk -> decode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from models.attention import Attention, TransformerBlock
+from models.config import WorldModelConfig
+from models.decoder import CNNDecoder
+from models.tokenizer import ActionEmbed, ConvTokenizer
+
+
+class WorldModel(nn.Module):
+    """Predicts the next RGB frame from the last K frames and the controls.
+
+    ``forward(frames, controls)`` maps ``(B, K, 3, H, W)`` frames in [0, 1] and
+    ``(B, control_dim)`` controls in [-1, 1] to the next frame ``(B, 3, H, W)`` in
+    [0, 1]. The stages are usable alone: ``tokenize(frames) -> (B, N, D)``,
+    ``embed_action(controls) -> (B, 1, D)``, ``trunk(tokens, action) -> (B, N, D)``,
+    ``decode(tokens, last_frame) -> (B, 3, H, W)``.
+
+    Args:
+        config: The architecture; ``config.to_dict()`` is all a checkpoint needs
+            to rebuild it.
+    """
+
+    def __init__(self, config: WorldModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.grad_checkpointing = c.grad_checkpointing
+        self.tokenizer = ConvTokenizer(
+            3 * c.context_frames, c.tokenizer_filters, c.tokenizer_blocks, c.embed_dim,
+            c.grid_size, c.activation, c.pos_embed, c.dropout)
+        self.action_embed = ActionEmbed(c.control_dim, c.action_hidden, c.embed_dim, c.activation)
+        self.registers: nn.Parameter | None = None
+        if c.num_registers:
+            self.registers = nn.Parameter(torch.zeros(1, c.num_registers, c.embed_dim))
+        cross = c.attention_mode == "interleaved"
+        self.blocks = nn.ModuleList(
+            TransformerBlock(c.embed_dim, c.num_heads, c.mlp_ratio, c.activation, c.dropout,
+                             cross_attention=cross)
+            for _ in range(c.depth))
+        self.norm = nn.LayerNorm(c.embed_dim)
+        self.decoder = CNNDecoder(c.embed_dim, c.decoder_filters, c.decoder_blocks,
+                                  c.grid_size, c.activation)
+        self.apply(_init_weights)
+        if self.registers is not None:
+            nn.init.trunc_normal_(self.registers, std=0.02)
+
+    # -- stages ---------------------------------------------------------------
+
+    def tokenize(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(B, K, 3, H, W)`` frames -> ``(B, N, D)`` image tokens with positions."""
+        B, K, C, H, W = frames.shape
+        return self.tokenizer(frames.reshape(B, K * C, H, W))  # stack frames on channels
+
+    def embed_action(self, controls: torch.Tensor) -> torch.Tensor:
+        """``(B, control_dim)`` controls -> ``(B, 1, D)`` action token."""
+        return self.action_embed(controls)
+
+    def trunk(self, tokens: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Transformer over image tokens (B, N, D) conditioned on the action token
+        (B, 1, D); returns the image tokens (B, N, D)."""
+        B, N, _ = tokens.shape
+        prefix = [] if self.registers is None else [self.registers.expand(B, -1, -1)]
+        context: torch.Tensor | None = None
+        if self.config.attention_mode == "concat":
+            prefix.insert(0, action)
+        else:
+            context = action
+        x = torch.cat([*prefix, tokens], dim=1)  # (B, P + N, D)
+        use_checkpoint = (self.grad_checkpointing and self.training
+                          and torch.is_grad_enabled() and not _is_tracing())
+        for block in self.blocks:
+            if use_checkpoint:
+                x = checkpoint(block, x, context, use_reentrant=False)
+            else:
+                x = block(x, context)
+        x = self.norm(x)
+        return x[:, x.shape[1] - N:]  # drop the action and register tokens
+
+    def decode(self, tokens: torch.Tensor, last_frame: torch.Tensor) -> torch.Tensor:
+        """Image tokens (B, N, D) -> next frame (B, 3, H, W) in [0, 1].
+
+        ``last_frame`` (B, 3, H, W) is the most recent context frame, which the
+        ``residual`` output mode adds its predicted change to.
+        """
+        out = self.decoder(tokens)
+        if self.config.output_mode == "residual":
+            return (last_frame + out).clamp(0.0, 1.0)
+        return torch.sigmoid(out)
+
+    def forward(self, frames: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+        if not _is_tracing():  # a trace would freeze these checks as constants
+            self.check_inputs(frames, controls)
+        tokens = self.tokenize(frames)
+        tokens = self.trunk(tokens, self.embed_action(controls))
+        return self.decode(tokens, frames[:, -1])
+
+    # -- helpers --------------------------------------------------------------
+
+    def check_inputs(self, frames: torch.Tensor, controls: torch.Tensor) -> None:
+        """Raise a ``ValueError`` that names the expected shapes if the inputs are off."""
+        c = self.config
+        expected = (c.context_frames, 3, c.height, c.width)
+        if frames.dim() != 5 or tuple(frames.shape[1:]) != expected:
+            raise ValueError(
+                f"frames must have shape (B, {', '.join(map(str, expected))}) = "
+                f"(batch, context_frames, RGB, height, width), got {tuple(frames.shape)}")
+        if controls.dim() != 2 or controls.shape[1] != c.control_dim:
+            raise ValueError(
+                f"controls must have shape (B, {c.control_dim}) = (batch, control_dim), "
+                f"got {tuple(controls.shape)}")
+        if controls.shape[0] != frames.shape[0]:
+            raise ValueError(
+                f"frames and controls must share the batch size, got {frames.shape[0]} "
+                f"and {controls.shape[0]}")
+        if not frames.is_floating_point() or not controls.is_floating_point():
+            raise ValueError(
+                f"frames and controls must be floating point (frames in [0, 1]), got "
+                f"{frames.dtype} and {controls.dtype}")
+
+    def set_fused_attention(self, enabled: bool) -> None:
+        """Choose ``scaled_dot_product_attention`` (True) or the reference path."""
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.fused_attn = enabled
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        self.grad_checkpointing = enabled
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @classmethod
+    def from_config_dict(cls, data: dict[str, Any]) -> WorldModel:
+        """Build a model from ``config.to_dict()`` output (as stored in checkpoints)."""
+        return cls(WorldModelConfig.from_dict(data))
+
+
+def _is_tracing() -> bool:
+    return bool(torch.jit.is_tracing())  # type: ignore[attr-defined,no-untyped-call]
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)

@@ -1,0 +1,1 @@
+"""Playing: the pygame loop, gamepad and keyboard input, and the frame sources."""

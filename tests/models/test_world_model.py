@@ -1,0 +1,192 @@
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+
+import pytest
+import torch
+
+from models import PRESETS, WorldModel, WorldModelConfig, preset
+from tests.models.helpers import baby_config, random_inputs
+
+ALL_MODES = list(itertools.product(
+    ["concat", "interleaved"], [0, 4], [1, 4], ["absolute", "residual"], ["gelu", "relu"]))
+
+
+@pytest.mark.parametrize(("attention", "registers", "k", "output", "activation"), ALL_MODES)
+def test_every_mode_predicts_a_frame_in_unit_range(
+        attention: str, registers: int, k: int, output: str, activation: str,
+        device: torch.device) -> None:
+    config = baby_config(attention_mode=attention, num_registers=registers, context_frames=k,
+                         output_mode=output, activation=activation)
+    model = WorldModel(config).to(device)
+    frames, controls = random_inputs(config, batch=3, device=device)
+    out = model(frames, controls)
+    assert out.shape == (3, 3, 32, 32)
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    assert out.min() >= 0.0
+    assert out.max() <= 1.0
+
+
+def test_stages_compose_to_forward(device: torch.device) -> None:
+    config = baby_config(num_registers=2, context_frames=2)
+    model = WorldModel(config).to(device).eval()
+    frames, controls = random_inputs(config, device=device)
+    tokens = model.tokenize(frames)
+    assert tokens.shape == (2, config.num_image_tokens, config.embed_dim)
+    action = model.embed_action(controls)
+    assert action.shape == (2, 1, config.embed_dim)
+    mixed = model.trunk(tokens, action)
+    assert mixed.shape == tokens.shape
+    out = model.decode(mixed, frames[:, -1])
+    torch.testing.assert_close(out, model(frames, controls))
+
+
+def test_residual_mode_starts_near_copy_last_frame(device: torch.device) -> None:
+    config = baby_config(output_mode="residual", context_frames=2)
+    model = WorldModel(config).to(device).eval()
+    frames, controls = random_inputs(config, device=device)
+    out = model(frames, controls)
+    assert (out - frames[:, -1]).abs().max() < 0.05
+    assert (out - frames[:, 0]).abs().mean() > 0.2  # the last frame, not the first
+
+
+def test_controls_change_the_prediction(device: torch.device) -> None:
+    config = baby_config()
+    model = WorldModel(config).to(device).eval()
+    frames, _ = random_inputs(config, device=device)
+    left = model(frames, torch.tensor([[-1.0, 0, 0, 0]] * 2, device=device))
+    right = model(frames, torch.tensor([[1.0, 0, 0, 0]] * 2, device=device))
+    assert (left - right).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize(("attention", "output"), [
+    ("concat", "absolute"), ("concat", "residual"),
+    ("interleaved", "absolute"), ("interleaved", "residual")])
+def test_every_parameter_receives_a_gradient(attention: str, output: str,
+                                             device: torch.device) -> None:
+    config = baby_config(attention_mode=attention, output_mode=output, num_registers=2,
+                         context_frames=2)
+    model = WorldModel(config).to(device).train()
+    frames, controls = random_inputs(config, device=device)
+    target = torch.rand(2, 3, 32, 32, device=device)
+    (model(frames, controls) - target).abs().mean().backward()
+    starved = [name for name, p in model.named_parameters()
+               if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
+    assert starved == []
+
+
+@pytest.mark.parametrize("attention", ["concat", "interleaved"])
+def test_gradient_checkpointing_changes_nothing_but_memory(attention: str,
+                                                           device: torch.device) -> None:
+    # Dropout on, so this also checks that recomputation replays the same RNG draws.
+    config = baby_config(attention_mode=attention, num_registers=2, dropout=0.1)
+    plain = WorldModel(config).to(device).train()
+    ckpt = copy.deepcopy(plain)
+    ckpt.set_grad_checkpointing(True)
+    frames, controls = random_inputs(config, device=device)
+    outs = []
+    for model in (plain, ckpt):
+        torch.manual_seed(1)
+        out = model(frames, controls)
+        out.square().mean().backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[0], outs[1])
+    for (name, a), (_, b) in zip(plain.named_parameters(), ckpt.named_parameters(), strict=True):
+        assert a.grad is not None
+        assert b.grad is not None
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+def test_config_flag_enables_checkpointing() -> None:
+    model = WorldModel(baby_config(grad_checkpointing=True))
+    assert model.grad_checkpointing
+
+
+@pytest.mark.parametrize("attention", ["concat", "interleaved"])
+def test_fused_attention_equals_reference_path(attention: str, device: torch.device) -> None:
+    config = baby_config(attention_mode=attention, num_registers=4, context_frames=2)
+    model = WorldModel(config).to(device).eval()
+    frames, controls = random_inputs(config, batch=4, device=device)
+    model.set_fused_attention(True)
+    fused = model(frames, controls)
+    model.set_fused_attention(False)
+    reference = model(frames, controls)
+    torch.testing.assert_close(fused, reference, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_config_dict_round_trip_rebuilds_an_identical_model(name: str) -> None:
+    config = PRESETS[name]
+    if name == "base":  # keep the test fast: same code path at a smaller size
+        config = config.replace(height=32, width=32)
+    model = WorldModel(config).eval()
+    data = json.loads(json.dumps(config.to_dict()))  # as a checkpoint or manifest holds it
+    rebuilt = WorldModel(WorldModelConfig.from_dict(data)).eval()
+    assert rebuilt.config == config
+    assert list(rebuilt.state_dict()) == list(model.state_dict())
+    rebuilt.load_state_dict(model.state_dict())
+    frames, controls = random_inputs(config)
+    torch.testing.assert_close(rebuilt(frames, controls), model(frames, controls),
+                               atol=0.0, rtol=0.0)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning:torch")  # torch's own modules
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")  # the issue asks for it
+def test_jit_trace_runs_and_matches_eager(device: torch.device) -> None:
+    config = baby_config(attention_mode="interleaved", num_registers=2, context_frames=2,
+                         output_mode="residual")
+    model = WorldModel(config).to(device).eval()
+    frames, controls = random_inputs(config, batch=2, device=device)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, (frames, controls))
+        torch.testing.assert_close(traced(frames, controls), model(frames, controls))
+        # The traced graph keeps the batch axis dynamic (serving batches clients).
+        frames, controls = random_inputs(config, batch=5, device=device)
+        torch.testing.assert_close(traced(frames, controls), model(frames, controls))
+
+
+@pytest.mark.parametrize("fill", ["random", "zeros", "ones"])
+def test_no_nan_on_random_or_extreme_input(fill: str, device: torch.device) -> None:
+    config = baby_config(num_registers=2, context_frames=2, output_mode="residual")
+    model = WorldModel(config).to(device).train()
+    frames, controls = random_inputs(config, device=device)
+    if fill != "random":
+        frames.fill_(0.0 if fill == "zeros" else 1.0)
+        controls = controls.sign()
+    out = model(frames, controls)
+    out.mean().backward()
+    assert torch.isfinite(out).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize(("frames_shape", "controls_shape", "match"), [
+    ((2, 3, 32, 32), (2, 4), r"frames must have shape \(B, 1, 3, 32, 32\)"),
+    ((2, 1, 3, 64, 64), (2, 4), r"frames must have shape \(B, 1, 3, 32, 32\).*got \(2, 1, 3, 64"),
+    ((2, 2, 3, 32, 32), (2, 4), r"frames must have shape \(B, 1, 3, 32, 32\)"),
+    ((2, 1, 3, 32, 32), (2, 3), r"controls must have shape \(B, 4\)"),
+    ((2, 1, 3, 32, 32), (4,), r"controls must have shape \(B, 4\)"),
+    ((2, 1, 3, 32, 32), (3, 4), r"share the batch size"),
+])
+def test_wrong_input_shape_names_the_expected_shape(
+        frames_shape: tuple[int, ...], controls_shape: tuple[int, ...], match: str) -> None:
+    model = WorldModel(baby_config())
+    with pytest.raises(ValueError, match=match):
+        model(torch.rand(frames_shape), torch.rand(controls_shape))
+
+
+def test_integer_frames_are_rejected() -> None:
+    model = WorldModel(baby_config())
+    frames = torch.zeros(1, 1, 3, 32, 32, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="floating point"):
+        model(frames, torch.zeros(1, 4))
+
+
+def test_presets_have_the_documented_sizes() -> None:
+    assert (PRESETS["tiny"].height, PRESETS["small"].height, PRESETS["base"].height) == (
+        64, 64, 128)
+    assert preset("tiny", depth=2).depth == 2
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        preset("huge")

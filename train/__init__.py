@@ -1,0 +1,1 @@
+"""Training: the recording reader, losses, the training loop, checkpoints, evaluation."""
