@@ -1,0 +1,81 @@
+"""A person at the sticks: a pygame window showing the world live, with a HUD."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from play.policies import StopRecording
+from play.sticks import StickState
+from play.worlds import require
+
+
+class HumanPolicy:
+    """Shows each frame scaled up in a window and returns the sticks' values.
+
+    Gamepads are picked up as they are plugged in; the keyboard works too
+    (WASD = left stick, arrows = right stick). Esc or closing the window stops.
+    The loop is paced to the world's ``fps``.
+
+    Args:
+        fps: Steps per second to pace to (0: as fast as possible).
+        scale: Window pixels per frame pixel.
+        dead_zone: Stick dead zone.
+        title: Window title.
+    """
+
+    def __init__(self, fps: float = 30.0, scale: int = 6, dead_zone: float = 0.1,
+                 title: str = "TinyDreams") -> None:
+        self.pygame: Any = require("pygame", "play", "pygame-ce")
+        pygame = self.pygame
+        pygame.init()
+        pygame.joystick.init()
+        self.fps, self.scale, self.title = fps, scale, title
+        self.sticks = StickState(dead_zone=dead_zone)
+        self.steps = 0
+        self._clock = pygame.time.Clock()
+        self._screen: Any = None
+        self._font = pygame.font.Font(None, 18)
+        self._last = time.perf_counter()
+        self._rate = 0.0
+
+    def reset(self, seed: int | None = None) -> None:
+        """Nothing to reset: the person keeps holding the sticks."""
+
+    def act(self, frame: np.ndarray) -> np.ndarray:
+        pygame = self.pygame
+        for event in pygame.event.get():
+            if event.type == pygame.QUIT or (
+                    event.type == pygame.KEYDOWN and event.key == pygame.K_ESCAPE):
+                raise StopRecording("the window was closed")
+            self.sticks.handle(event)
+        controls = self.sticks.values()
+        self._draw(frame, controls)
+        if self.fps > 0:
+            self._clock.tick(self.fps)
+        now = time.perf_counter()
+        self._rate = 0.9 * self._rate + 0.1 / max(now - self._last, 1e-6)
+        self._last = now
+        self.steps += 1
+        return controls
+
+    def _draw(self, frame: np.ndarray, controls: np.ndarray) -> None:
+        pygame = self.pygame
+        h, w = frame.shape[:2]
+        size = (w * self.scale, h * self.scale)
+        if self._screen is None or self._screen.get_size() != size:
+            self._screen = pygame.display.set_mode(size)
+            pygame.display.set_caption(self.title)
+        surface = pygame.surfarray.make_surface(frame.swapaxes(0, 1))  # (W, H, 3)
+        self._screen.blit(pygame.transform.scale(surface, size), (0, 0))
+        hud = (f"{self._rate:4.1f} steps/s  recorded {self.steps}  "
+               f"L ({controls[0]:+.2f}, {controls[1]:+.2f})  "
+               f"R ({controls[2]:+.2f}, {controls[3]:+.2f})  pads {len(self.sticks.pads)}")
+        text = self._font.render(hud, True, (255, 255, 0), (0, 0, 0))
+        self._screen.blit(text, (4, 4))
+        pygame.display.flip()
+
+    def close(self) -> None:
+        self.pygame.display.quit()

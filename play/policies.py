@@ -1,0 +1,121 @@
+"""Who moves the sticks while recording: a person, a seeded random wanderer, or
+another recording."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from train.recording import read_recording
+
+
+class StopRecording(Exception):
+    """Raised by a policy that has nothing more to give (window closed, replay done)."""
+
+
+class Policy(Protocol):
+    def reset(self, seed: int | None = None) -> None: ...
+
+    def act(self, frame: np.ndarray) -> np.ndarray:
+        """The stick values ``(4,)`` in [-1, 1] to apply next, having seen ``frame``."""
+        ...
+
+
+class WanderPolicy:
+    """Smooth random sticks that cover the whole stick space, seeded.
+
+    Each axis runs its own little program of segments, each 5-40 steps long:
+    a mean-reverting random walk (Ornstein-Uhlenbeck) around a random level, a
+    hold at a random level or at full deflection, a release back to centre, or a
+    full-range sweep from one end to the other. Holds and sweeps reach the
+    extremes a pure random walk rarely visits, so a model sees every part of
+    the stick range and long straight runs as well as jitter.
+
+    Args:
+        control_dim: Number of axes.
+        seed: Seed of the random programme.
+    """
+
+    MODES = ("walk", "hold", "release", "sweep")
+    MODE_P = (0.45, 0.25, 0.15, 0.15)
+
+    def __init__(self, control_dim: int = 4, seed: int = 0) -> None:
+        self.control_dim = control_dim
+        self.reset(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        if seed is not None or not hasattr(self, "_rng"):
+            self._rng = np.random.default_rng(seed)
+        n = self.control_dim
+        self.value = np.zeros(n)
+        self._mode = ["release"] * n
+        self._left = np.zeros(n, dtype=np.int64)
+        self._target = np.zeros(n)
+        self._sweep_step = np.zeros(n)
+
+    def _new_segment(self, i: int) -> None:
+        rng = self._rng
+        mode = str(rng.choice(self.MODES, p=self.MODE_P))
+        length = int(rng.integers(5, 41))
+        self._mode[i], self._left[i] = mode, length
+        if mode == "walk":
+            self._target[i] = rng.uniform(-1.0, 1.0)
+        elif mode == "hold":
+            self._target[i] = rng.choice([-1.0, 1.0]) if rng.random() < 0.5 else rng.uniform(-1, 1)
+        elif mode == "sweep":
+            start = rng.choice([-1.0, 1.0])
+            self.value[i] = start
+            self._sweep_step[i] = -2.0 * start / length
+
+    def act(self, frame: np.ndarray | None = None) -> np.ndarray:
+        for i in range(self.control_dim):
+            if self._left[i] <= 0:
+                self._new_segment(i)
+            self._left[i] -= 1
+            mode, v = self._mode[i], self.value[i]
+            if mode == "walk":
+                v += 0.2 * (self._target[i] - v) + 0.15 * self._rng.standard_normal()
+            elif mode == "hold":
+                v += 0.5 * (self._target[i] - v)
+            elif mode == "release":
+                v *= 0.5
+            else:
+                v += self._sweep_step[i]
+            self.value[i] = np.clip(v, -1.0, 1.0)
+        return self.value.astype(np.float32)
+
+
+class ReplayPolicy:
+    """The controls of another recording, in its order; stops when they run out."""
+
+    def __init__(self, directory: str | Path, control_dim: int = 4) -> None:
+        self._controls = read_recording(directory, control_dim).controls()
+        self._i = 0
+
+    def reset(self, seed: int | None = None) -> None:
+        """Episodes continue through the source's controls; a seed changes nothing."""
+
+    def act(self, frame: np.ndarray | None = None) -> np.ndarray:
+        if self._i >= len(self._controls):
+            raise StopRecording("replay: the source recording's controls are used up")
+        out = self._controls[self._i]
+        self._i += 1
+        return out
+
+
+def make_policy(name: str, seed: int = 0, source: str | None = None,
+                fps: float = 30.0, title: str = "TinyDreams") -> Policy:
+    """``wander``, ``replay`` (needs ``source``) or ``human`` (opens a window)."""
+    if name == "wander":
+        return WanderPolicy(seed=seed)
+    if name == "replay":
+        if source is None:
+            raise ValueError("the replay policy needs a source recording (--source DIR)")
+        return ReplayPolicy(source)
+    if name == "human":
+        from play.human import HumanPolicy
+
+        return HumanPolicy(fps=fps, title=title)
+    raise ValueError(f"unknown policy {name!r}; choose human, wander or replay")
