@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,23 @@ def test_unknown_worlds_and_scenarios_are_clear_errors() -> None:
         make_world("quake")
     with pytest.raises(ValueError, match=r"unknown Doom scenario 'nope'.*health_gathering"):
         make_world("doom:nope")
+
+
+@pytest.mark.parametrize("world_id", ["doom:basic", "carracing", "atari:Breakout"])
+def test_each_world_records_a_short_episode(world_id: str, tmp_path: Path) -> None:
+    from play.policies import WanderPolicy
+    from play.record import record
+    from train.recording import read_recording
+
+    world = make_world(world_id)
+    try:
+        stats = record(world, WanderPolicy(seed=0), tmp_path, 12, size=(48, 32), seed=0)
+    finally:
+        world.close()
+    rec = read_recording(tmp_path, check_images="decode")
+    assert stats.steps == 12
+    assert rec.skipped == []
+    assert len(rec.entries) == stats.frames == 13
+    assert rec.meta["world"] == world_id
+    assert (rec.meta["width"], rec.meta["height"]) == (48, 32)
+    assert len(rec.transitions(1)) == 12
