@@ -141,7 +141,7 @@ class WorldModelConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"unknown WorldModelConfig field(s): {', '.join(unknown)}")
-        return cls(**{k: _coerce(k, v) for k, v in data.items()})
+        return cls(**{k: coerce(_FIELD_TYPES[k], v, k) for k, v in data.items()})
 
     def replace(self, **changes: Any) -> WorldModelConfig:
         """A copy with some fields changed (values are coerced like ``from_dict``'s)."""
@@ -155,28 +155,48 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _coerce(name: str, value: Any) -> Any:
-    """Turn a value from JSON, TOML or the command line into the field's type."""
-    kind = _FIELD_TYPES[name]
+def coerce(kind: Any, value: Any, name: str) -> Any:
+    """Turn a value from JSON, TOML or the command line into a field's type.
+
+    Handles ``int``, ``float``, ``bool``, ``str``, ``tuple[X, ...]``, ``Literal``
+    and ``X | None``; the error names the field.
+    """
     origin = typing.get_origin(kind)
+    if origin is types.UnionType or origin is typing.Union:
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "")):
+            return None
+        return coerce(args[0], value, name)
     if origin is tuple:
         if isinstance(value, str):
             value = [v for v in value.replace(",", " ").split() if v]
-        return tuple(int(v) for v in value)
-    if origin is Literal or origin is types.UnionType:
-        return value
-    if kind is bool:
+        inner = typing.get_args(kind)[0]
+        return tuple(coerce(inner, v, name) for v in value)
+    if origin is list:
         if isinstance(value, str):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(f"{name} must be true or false, got {value!r}")
-            return value.lower() in ("true", "1", "yes")
-        return bool(value)
-    if kind is int:
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-        return int(value)
-    if kind is float:
-        return float(value)
+            value = [v for v in value.split(",") if v]
+        inner = typing.get_args(kind)[0]
+        return [coerce(inner, v, name) for v in value]
+    if origin is Literal:
+        return value
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if kind is float:
+            return float(value)
+        if kind is str:
+            return str(value)
+    except ValueError:
+        article = {"bool": "true or false", "int": "an integer", "float": "a number"}
+        raise ValueError(f"{name} must be {article[kind.__name__]}, got {value!r}") from None
     return value
 
 

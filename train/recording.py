@@ -182,7 +182,7 @@ def read_recording(directory: str | Path, control_dim: int | None = None,
     directory = Path(directory)
     path = directory / LOG_NAME
     if not path.is_file():
-        raise RecordingError(f"{path}: no recording log here (expected {LOG_NAME})")
+        raise RecordingError(f"{directory}: no recording log here (expected {LOG_NAME})")
     meta = read_meta(directory)
     if control_dim is None:
         control_dim = len(meta.get("control_names", STICK_NAMES))

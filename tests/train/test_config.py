@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from train.config import CONFIG_DIR, TrainConfig, load_config
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
+def test_presets_load_and_round_trip(name: str) -> None:
+    config = load_config(name)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_overrides_are_typed_and_nested() -> None:
+    config = load_config("tiny", {"optim.lr": "3e-4", "model.depth": "2", "gan.enabled": "true",
+                                  "data.recordings": ["a", "b"], "gan.filters": "8,16"})
+    assert config.optim.lr == 3e-4
+    assert config.model.depth == 2
+    assert config.gan.enabled is True
+    assert config.data.recordings == ["a", "b"]
+    assert config.gan.filters == (8, 16)
+    assert config.model.output_mode == "residual"  # from configs/tiny.toml
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
+    ({"optim.lrr": 1}, "unknown config field 'optim.lrr'"),
+    ({"optimizer.lr": 1}, "unknown config section 'optimizer'"),
+    ({"precision": "fp8"}, "precision must be one of"),
+    ({"steps": "many"}, "steps must be an integer"),
+    ({"model.embed_dim": 100}, "divisible by num_heads"),
+])
+def test_bad_overrides_are_refused_by_name(overrides: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        load_config("tiny", overrides)
+
+
+def test_unknown_preset_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"no config 'huge'.*presets: base, small, tiny"):
+        load_config("huge")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("steps = = 3\n")
+    with pytest.raises(ValueError, match=r"bad\.toml"):
+        load_config(bad)

@@ -1,0 +1,209 @@
+"""``python -m train``: train a world model, evaluate it, or benchmark the loop."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EPILOG = """\
+other commands:
+  python -m train eval --checkpoint RUN/latest.pt --data DIR   evaluate against copy-last-frame
+  python -m train bench --data DIR                             samples/s: data pipeline vs loop
+
+examples:
+  python -m train --data recordings/doom --run-dir runs/doom
+  python -m train --config tiny --data recordings/doom --val-data recordings/doom-val \\
+      --minutes 20 --precision bf16
+  python -m train --data recordings/doom --set model.context_frames=4 --set loss.ssim=0.1
+  torchrun --standalone --nproc_per_node=4 -m train --config base \\
+      --data recordings/doom --run-dir runs/base
+
+Every field of the configuration (see configs/*.toml and train/config.py) can
+be set with --set SECTION.FIELD=VALUE; the resolved configuration is written to
+RUN/config.json and into every checkpoint.
+"""
+
+
+def fit_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train the world model on recordings. Resumes from RUN/latest.pt when "
+                    "there is one; checkpoints are written atomically as RUN/latest.pt, "
+                    "RUN/best.pt (best validation PSNR) and the last few RUN/step-N.pt.")
+    p.add_argument("--data", action="append", default=[], metavar="DIR",
+                   help="recording directory to train on (repeat to combine several)")
+    p.add_argument("--val-data", action="append", default=[], metavar="DIR",
+                   help="recording directory to validate on (repeatable); without it the last "
+                        "10%% of each recording's episodes are held out")
+    p.add_argument("--config", default="tiny",
+                   help="TOML preset in configs/ (tiny, small, base) or a path (default: tiny)")
+    p.add_argument("--run-dir", dest="run", type=Path, default=Path("runs/default"),
+                   help="run directory for checkpoints and logs (default: runs/default; "
+                        "named so that torchrun does not take it for its --run-path)")
+    p.add_argument("--resume", default="auto",
+                   help="auto: continue from RUN/latest.pt if present; never: start over "
+                        "(the directory must hold no checkpoint); or a checkpoint path")
+    p.add_argument("--steps", type=int, help="optimizer steps (the cosine schedule's length)")
+    p.add_argument("--minutes", type=float,
+                   help="stop after this much wall time, with a checkpoint (0: no limit)")
+    p.add_argument("--batch-size", type=int, help="samples per step (per process)")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: bf16 (or fp16 + GradScaler) on CUDA, fp32 on CPU; bf16 is also "
+                        "about 2x faster on CPUs with AMX")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--compile", action="store_true", default=None, help="use torch.compile")
+    p.add_argument("--grad-checkpointing", action="store_true", default=None,
+                   help="recompute transformer layers in backward to save memory")
+    p.add_argument("--workers", type=int, help="DataLoader workers (-1: 0 on CPU, 4 on CUDA)")
+    p.add_argument("--seed", type=int, help="seed of weights and batch sampling")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SECTION.FIELD=VALUE",
+                   help="override any config field, e.g. --set optim.warmup_steps=50 "
+                        "--set gan.enabled=true --set model.num_registers=4 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def parse_sets(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects SECTION.FIELD=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _fit(argv: list[str]) -> int:
+    from tqdm import tqdm
+
+    from train.checkpoint import LATEST
+    from train.config import load_config
+    from train.loop import fit
+
+    args = fit_parser().parse_args(argv)
+    overrides: dict[str, Any] = parse_sets(args.overrides)
+    flags = {"steps": args.steps, "max_minutes": args.minutes, "batch_size": args.batch_size,
+             "optim.lr": args.lr, "precision": args.precision, "device": args.device,
+             "compile": args.compile, "model.grad_checkpointing": args.grad_checkpointing,
+             "data.workers": args.workers, "seed": args.seed}
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    if args.data:
+        overrides["data.recordings"] = args.data
+    if args.val_data:
+        overrides["data.val_recordings"] = args.val_data
+    config = load_config(args.config, overrides)
+    for d in [*config.data.recordings, *config.data.val_recordings]:
+        if not Path(d).is_dir():
+            raise ValueError(f"recording directory {d} does not exist")
+    if args.resume == "never" and (args.run / LATEST).exists():
+        raise ValueError(f"{args.run} already holds a run; pick another --run-dir or --resume auto")
+
+    bars: dict[str, Any] = {}  # made on first use, so early errors print alone
+
+    def on_cache(name: str, done: int, total: int) -> None:
+        if name not in bars:
+            bars[name] = tqdm(total=total, unit="frame", desc=f"caching {name}",
+                              disable=args.quiet, leave=False)
+        bars[name].n = done
+        bars[name].refresh()
+
+    def on_step(step: int, row: dict[str, float]) -> None:
+        if "train" not in bars:
+            bars["train"] = tqdm(total=config.steps, initial=step - 1, unit="step",
+                                 disable=args.quiet, dynamic_ncols=True)
+        bar = bars["train"]
+        bar.n = step
+        if row:
+            shown = {k: f"{row[k]:.4g}" for k in ("loss", "samples_per_s", "val_psnr",
+                                                  "val_copy_psnr") if k in row}
+            bar.set_postfix(shown, refresh=False)
+        bar.refresh()
+
+    try:
+        result = fit(config, args.run, args.resume, on_step, on_cache)
+    finally:
+        for b in bars.values():
+            b.close()
+    best = f", best validation PSNR {result.best_val_psnr:.2f} dB" if result.best_val_psnr else ""
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one report
+        print(f"trained to step {result.step}{best}; checkpoints in {args.run}")
+    return 0
+
+
+def _eval(argv: list[str]) -> int:
+    import torch
+
+    from train.checkpoint import model_from_checkpoint
+    from train.data import build_datasets
+    from train.evaluate import evaluate, format_report
+    from train.loop import resolve_device
+
+    p = argparse.ArgumentParser(
+        prog="python -m train eval",
+        description="One-step PSNR, SSIM and L1, and autoregressive rollouts (predictions fed "
+                    "back) at several horizons, each beside the copy-last-frame baseline on the "
+                    "same samples. Writes eval.json, rollout.png (ground truth over dream) and "
+                    "rollout.gif.")
+    p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint (.pt)")
+    p.add_argument("--data", action="append", required=True, metavar="DIR",
+                   help="recording(s) to evaluate on, all of it (use held-out episodes)")
+    p.add_argument("--out", type=Path, help="report directory (default: next to the checkpoint)")
+    p.add_argument("--horizons", type=int, nargs="+", default=[1, 4, 16, 64],
+                   help="rollout lengths to report (default: 1 4 16 64)")
+    p.add_argument("--samples", type=int, default=512, help="one-step samples")
+    p.add_argument("--rollouts", type=int, default=64, help="rollout start points")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    args = p.parse_args(argv)
+    device = resolve_device(args.device)
+    model, state = model_from_checkpoint(args.checkpoint, ema=not args.no_ema, map_location=device)
+    c = model.config
+    size = (c.width, c.height)
+    one, _, loaded = build_datasets(args.data, [], size, c.context_frames, c.control_dim, 0.0)
+    rolls, _, _ = build_datasets(args.data, [], size, c.context_frames, c.control_dim, 0.0,
+                                 horizon=max(args.horizons))
+    out = args.out or args.checkpoint.parent / f"eval-step{state['step']}"
+    fps = float(loaded[0].recording.meta.get("fps", 8.75))
+    torch.manual_seed(0)
+    report = evaluate(model, one, rolls, device, out, args.horizons, args.samples, args.rollouts,
+                      fps)
+    report["checkpoint"] = {"path": str(args.checkpoint), "step": state["step"]}
+    print(format_report(report))
+    print(f"report, strip and GIF in {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    command = argv[0] if argv and argv[0] in ("fit", "eval", "bench") else "fit"
+    if argv and argv[0] == command:
+        argv = argv[1:]
+    from train.checkpoint import CheckpointError
+    from train.recording import RecordingError
+
+    try:
+        if command == "eval":
+            return _eval(argv)
+        if command == "bench":
+            from train.bench import main as bench_main
+
+            return bench_main(argv)
+        return _fit(argv)
+    except (ValueError, CheckpointError, RecordingError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with the same command (the last checkpoint is intact)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

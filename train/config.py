@@ -1,0 +1,216 @@
+"""The training configuration: one dataclass nesting the model's, loadable from a
+TOML preset in ``configs/`` with ``section.field=value`` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+
+from models.config import WorldModelConfig, coerce, preset
+from models.discriminator import DiscriminatorConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+@dataclass
+class DataConfig:
+    """Args:
+        recordings: Recording directories to train on (combined).
+        val_recordings: Recording directories to validate on. Without them the
+            last ``val_fraction`` of each recording's episodes is held out (or
+            the tail of a recording with a single episode).
+        val_fraction: Share held out when ``val_recordings`` is empty.
+        workers: DataLoader worker processes (-1: none on CPU, 4 on CUDA).
+        cache_dir: Where the decoded-frame caches go (default: inside each
+            recording, in ``.tinydreams-cache/``).
+    """
+
+    recordings: list[str] = field(default_factory=list)
+    val_recordings: list[str] = field(default_factory=list)
+    val_fraction: float = 0.1
+    workers: int = -1
+    cache_dir: str | None = None
+
+
+@dataclass
+class LossConfig:
+    """Weights of the reconstruction losses (0 turns one off)."""
+
+    l1: float = 1.0
+    sobel: float = 0.0
+    fft: float = 0.0
+    ssim: float = 0.0
+
+
+@dataclass
+class GanConfig:
+    """Args:
+        enabled: Add an adversarial loss from a patch discriminator.
+        conditional: The discriminator also sees the context frames and controls.
+        weight: Weight of the generator's adversarial loss.
+        start_step: Step at which the adversarial loss switches on (the
+            discriminator trains from here too).
+        lr: Discriminator learning rate.
+        real_label: Soft label for real frames (one-sided label smoothing).
+        label_noise: Probability of flipping a discriminator label.
+        filters: Discriminator channels per stage.
+    """
+
+    enabled: bool = False
+    conditional: bool = False
+    weight: float = 0.05
+    start_step: int = 1000
+    lr: float = 2e-4
+    real_label: float = 0.9
+    label_noise: float = 0.05
+    filters: tuple[int, ...] = (32, 64, 128)
+
+    def discriminator(self) -> DiscriminatorConfig:
+        return DiscriminatorConfig(filters=self.filters, conditional=self.conditional)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up, then cosine decay to ``min_lr_ratio * lr``."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.95
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; saved in the run directory and in every
+    checkpoint.
+
+    Args:
+        model: The architecture (``models.WorldModelConfig``).
+        steps: Optimizer steps; also the length of the cosine schedule.
+        max_minutes: Stop (with a checkpoint) after this much wall time; 0 = no limit.
+        batch_size: Samples per step (per process under torchrun).
+        precision: ``auto`` (bf16 on a GPU that has it, else fp16 with a
+            GradScaler; fp32 on CPU), or ``fp32``, ``bf16``, ``fp16``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        compile: Wrap the model in ``torch.compile``.
+        seed: Seeds weights and batch sampling.
+        log_every: Steps between CSV / TensorBoard rows.
+        eval_every: Steps between validation passes (also picks ``best.pt``).
+        checkpoint_every: Steps between checkpoints (one is always written at the end).
+        keep_last: Step checkpoints kept beside ``latest.pt`` and ``best.pt``.
+        val_batches: Batches per validation pass.
+    """
+
+    model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    steps: int = 2000
+    max_minutes: float = 0.0
+    batch_size: int = 32
+    precision: Precision = "auto"
+    device: str = "auto"
+    compile: bool = False
+    seed: int = 0
+    log_every: int = 20
+    eval_every: int = 250
+    checkpoint_every: int = 250
+    keep_last: int = 3
+    val_batches: int = 8
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["model"] = self.model.to_dict()
+        return dict(_plain(out))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return _build(cls, data, "")
+
+    def replace(self, overrides: dict[str, Any]) -> TrainConfig:
+        """A copy with dotted-key overrides applied, e.g. ``{"optim.lr": "3e-4"}``."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            _set_dotted(data, key, value)
+        return TrainConfig.from_dict(data)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
+    if cls is WorldModelConfig:
+        return WorldModelConfig.from_dict(data)
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix.rstrip('.') or 'config'} must be a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown config field(s): {', '.join(prefix + u for u in unknown)}; "
+                         f"known: {', '.join(sorted(prefix + n for n in names))}")
+    kwargs = {}
+    for key, value in data.items():
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            kwargs[key] = _build(kind, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = coerce(kind, value, prefix + key)
+            if typing.get_origin(kind) is Literal and kwargs[key] not in typing.get_args(kind):
+                raise ValueError(f"{prefix}{key} must be one of {typing.get_args(kind)}, "
+                                 f"got {value!r}")
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            raise ValueError(f"unknown config section {part!r} in {key!r}")
+        node = node[part]
+    if leaf not in node:
+        raise ValueError(f"unknown config field {key!r}")
+    node[leaf] = value
+
+
+def load_config(name_or_path: str | Path | None = None,
+                overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A preset by name (``configs/<name>.toml``) or a TOML path, then overrides.
+
+    In the TOML file ``[model] preset = "tiny"`` starts the model from a named
+    architecture preset, and the other ``[model]`` keys change its fields.
+    """
+    data: dict[str, Any] = {}
+    if name_or_path is not None:
+        path = Path(name_or_path)
+        if not path.suffix:
+            path = CONFIG_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
+            raise ValueError(f"no config {name_or_path!r} (looked for {path}); presets: {known}")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path}: {err}") from None
+    model = dict(data.pop("model", {}))
+    base = preset(model.pop("preset", "tiny"))
+    data["model"] = base.replace(**model).to_dict() if model else base.to_dict()
+    config = TrainConfig.from_dict(data)
+    return config.replace(overrides) if overrides else config

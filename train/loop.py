@@ -1,0 +1,334 @@
+"""The training loop: AdamW with warm-up and cosine decay, gradient clipping,
+mixed precision, EMA, optional GAN, resumable atomic checkpoints, and
+DistributedDataParallel when started by ``torchrun``."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import functools
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from models import Discriminator, WorldModel
+from train.checkpoint import check_compatible, find_resume, load_checkpoint, save_checkpoint
+from train.config import TrainConfig
+from train.data import StepBatches, build_datasets, to_model_inputs
+from train.evaluate import evenly_spaced, one_step_metrics
+from train.losses import discriminator_loss, generator_loss, reconstruction_losses
+
+log = logging.getLogger(__name__)
+
+CSV_FIELDS = ["step", "seconds", "lr", "loss", "l1", "sobel", "fft", "ssim", "gan_g", "gan_d",
+              "samples_per_s", "val_psnr", "val_copy_psnr", "val_ssim", "val_l1"]
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device")
+    return device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """``auto``: bf16 on a GPU that supports it, else fp16; full precision on CPU."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine down to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class EMA:
+    """Exponential moving average of a model's weights (warmed up so early
+    averages are not dominated by the random initialisation)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        ema_p: list[torch.Tensor] = [p for p in self.model.parameters()]
+        new_p: list[torch.Tensor] = [p.detach() for p in model.parameters()]
+        torch._foreach_lerp_(ema_p, new_p, 1.0 - d)
+        for b_ema, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            b_ema.copy_(b)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on norms, biases, positions and registers (AdamW practice)."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "pos_embed" in name or "registers" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+@dataclass
+class FitResult:
+    step: int
+    run_dir: Path
+    best_val_psnr: float | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class _Dist:
+    """Rank facts under torchrun (a single process otherwise)."""
+
+    def __init__(self, device_name: str) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = resolve_device(device_name, self.local_rank)
+        if self.world > 1 and not dist.is_initialized():
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if it is true on one (e.g. the time budget ran out)."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(t)
+        return bool(t.item() > 0)
+
+
+def _csv_writer(path: Path) -> tuple[Any, csv.DictWriter[str]]:
+    new = not path.exists()
+    f = path.open("a", newline="")
+    writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore", restval="")
+    if new:
+        writer.writeheader()
+    return f, writer
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
+        on_step: Callable[[int, dict[str, float]], None] | None = None,
+        on_cache: Callable[[str, int, int], None] | None = None) -> FitResult:
+    """Train a world model as ``config`` says, writing into ``run_dir``.
+
+    Args:
+        config: The run's configuration (saved beside the checkpoints).
+        run_dir: Directory of checkpoints, ``config.json`` and ``metrics.csv``.
+        resume: ``auto`` (from ``run_dir/latest.pt`` when there is one), ``never``,
+            or a checkpoint path.
+        on_step: Called after each step with the step and its logged scalars.
+        on_cache: Progress of frame-cache building: (recording, done, total).
+    """
+    run_dir = Path(run_dir)
+    ctx = _Dist(config.device)
+    device = ctx.device
+    torch.manual_seed(config.seed)
+    m = config.model
+    size = (m.width, m.height)
+    if ctx.main:  # rank 0 builds any frame cache; the others then find it
+        train_set, val_set, _ = build_datasets(
+            config.data.recordings, config.data.val_recordings, size, m.context_frames,
+            m.control_dim, config.data.val_fraction, config.data.cache_dir, progress=on_cache)
+    ctx.barrier()
+    if not ctx.main:
+        train_set, val_set, _ = build_datasets(
+            config.data.recordings, config.data.val_recordings, size, m.context_frames,
+            m.control_dim, config.data.val_fraction, config.data.cache_dir)
+
+    model = WorldModel(m).to(device)
+    ema = EMA(model, config.optim.ema_decay) if config.optim.ema_decay > 0 else None
+    eval_model: WorldModel = ema.model if ema is not None else model  # type: ignore[assignment]
+    optimizer = torch.optim.AdamW(param_groups(model, config.optim.weight_decay),
+                                  lr=config.optim.lr,
+                                  betas=(config.optim.beta1, config.optim.beta2))
+    schedule = functools.partial(lr_factor, warmup=config.optim.warmup_steps, total=config.steps,
+                                 min_ratio=config.optim.min_lr_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    amp = autocast_dtype(config.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
+    disc: Discriminator | None = None
+    disc_opt: torch.optim.Optimizer | None = None
+    if config.gan.enabled:
+        disc = Discriminator(config.gan.discriminator(), m).to(device)
+        disc_opt = torch.optim.AdamW(disc.parameters(), lr=config.gan.lr, betas=(0.5, 0.999))
+
+    start_step, best = 0, None
+    resume_path = find_resume(run_dir, resume)
+    if resume_path is not None:
+        state = load_checkpoint(resume_path, device)
+        check_compatible(state, m, resume_path)
+        model.load_state_dict(state["model"])
+        if ema is not None and state.get("ema") is not None:
+            ema.model.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if disc is not None and state.get("discriminator") is not None and disc_opt is not None:
+            disc.load_state_dict(state["discriminator"])
+            disc_opt.load_state_dict(state["discriminator_optimizer"])
+        start_step, best = int(state["step"]), state.get("best_val_psnr")
+        if ctx.main:
+            log.info("resumed from %s at step %d", resume_path, start_step)
+
+    net: nn.Module = model
+    if ctx.world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        net = torch.compile(net)  # type: ignore[assignment]
+
+    if ctx.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    workers = config.data.workers if config.data.workers >= 0 else (
+        4 if device.type == "cuda" else 0)
+    loader = torch.utils.data.DataLoader(
+        StepBatches(train_set, config.batch_size, config.steps, config.seed, ctx.rank),
+        batch_size=None, sampler=range(start_step, config.steps), num_workers=workers,
+        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    val_idx = evenly_spaced(len(val_set), config.val_batches * config.batch_size)
+
+    def autocast() -> contextlib.AbstractContextManager[Any]:
+        return torch.autocast(device.type, dtype=amp, enabled=amp is not None)
+
+    def state_dict(step: int) -> dict[str, Any]:
+        return {"model": model.state_dict(),
+                "ema": ema.model.state_dict() if ema is not None else None,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "discriminator": disc.state_dict() if disc is not None else None,
+                "discriminator_optimizer": disc_opt.state_dict() if disc_opt else None,
+                "step": step, "best_val_psnr": best, "config": config.to_dict(),
+                "data": [{"recording": str(f), "transitions": len(r)}
+                         for f, r in ((p[0].recording.directory, p[1]) for p in train_set.parts)],
+                "versions": {"torch": str(torch.__version__)}}
+
+    csv_file, csv_out = _csv_writer(run_dir / "metrics.csv") if ctx.main else (None, None)
+    tb = _tensorboard(run_dir) if ctx.main else None
+    result = FitResult(start_step, run_dir, best)
+    started = time.monotonic()
+    window_start, window_samples = time.monotonic(), 0
+    step = start_step
+    K = m.context_frames
+    model.train()
+    try:
+        batches: Iterator[dict[str, torch.Tensor]] = iter(loader)
+        for step in range(start_step, config.steps):
+            context, controls, targets = to_model_inputs(next(batches), device, K)
+            gan_on = disc is not None and step >= config.gan.start_step
+            with autocast():
+                pred = net(context, controls[:, 0])
+                terms = reconstruction_losses(pred, targets[:, 0], config.loss)
+                loss = terms["total"]
+                if gan_on and disc is not None:
+                    cond = config.gan.conditional
+                    disc.requires_grad_(False)
+                    terms["gan_g"] = generator_loss(disc, pred, context if cond else None,
+                                                    controls[:, 0] if cond else None)
+                    disc.requires_grad_(True)
+                    loss = loss + config.gan.weight * terms["gan_g"]
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+            scaler.unscale_(optimizer)
+            if config.optim.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if gan_on and disc is not None and disc_opt is not None:
+                cond = config.gan.conditional
+                with autocast():
+                    terms["gan_d"] = discriminator_loss(
+                        disc, targets[:, 0], pred.detach(), context if cond else None,
+                        controls[:, 0] if cond else None, config.gan)
+                disc_opt.zero_grad(set_to_none=True)
+                terms["gan_d"].backward()  # type: ignore[no-untyped-call]
+                disc_opt.step()
+            if ema is not None:
+                ema.update(model, step)
+            window_samples += config.batch_size * ctx.world
+            done = step + 1
+            row: dict[str, float] = {}
+            if done % config.log_every == 0 or done == config.steps:
+                now = time.monotonic()
+                row = {"step": done, "seconds": now - started,
+                       "lr": float(scheduler.get_last_lr()[0]), "loss": float(loss.detach()),
+                       "samples_per_s": window_samples / max(now - window_start, 1e-9),
+                       **{k: float(v.detach()) for k, v in terms.items() if k != "total"}}
+                window_start, window_samples = now, 0
+            out_of_time = ctx.any(config.max_minutes > 0 and
+                                  time.monotonic() - started > 60 * config.max_minutes)
+            last = done == config.steps or out_of_time
+            is_best = False
+            if len(val_idx) and (done % config.eval_every == 0 or last):
+                val = one_step_metrics(eval_model, val_set, val_idx, device, config.batch_size,
+                                       autocast)
+                row.update({"step": done, "val_psnr": val["psnr"],
+                            "val_copy_psnr": val["copy_psnr"], "val_ssim": val["ssim"],
+                            "val_l1": val["l1"]})
+                is_best = best is None or val["psnr"] > best
+                best = max(best or val["psnr"], val["psnr"])
+            if row:
+                result.history.append(row)
+                if csv_out is not None and csv_file is not None:
+                    csv_out.writerow(row)
+                    csv_file.flush()
+                if tb is not None:
+                    for k, v in row.items():
+                        if k != "step":
+                            tb.add_scalar(k, v, done)
+            if ctx.main and (done % config.checkpoint_every == 0 or last or is_best):
+                save_checkpoint(state_dict(done), run_dir, done, config.keep_last, is_best)
+            if on_step is not None:
+                on_step(done, row)
+            if out_of_time:
+                log.info("time budget of %.1f min used at step %d", config.max_minutes, done)
+                break
+        result.step = step + 1 if config.steps > start_step else start_step
+        result.best_val_psnr = best
+    finally:
+        if csv_file is not None:
+            csv_file.close()
+        if tb is not None:
+            tb.close()
+        if ctx.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return result
