@@ -44,6 +44,19 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def _rank_device(name: str, local_rank: int) -> torch.device:
+    """The device of one torchrun process: ``auto`` and ``cuda`` take GPU ``local_rank``."""
+    device = resolve_device(name, local_rank)
+    if device.type == "cuda" and name in ("auto", "cuda"):
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(
+                f"process {local_rank} has no GPU of its own: this machine has "
+                f"{torch.cuda.device_count()}; start at most that many (--nproc_per_node) or "
+                f"train on --device cpu")
+        device = torch.device(f"cuda:{local_rank}")
+    return device
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """``auto``: bf16 on a GPU that supports it, else fp16; full precision on CPU."""
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
@@ -104,7 +117,7 @@ class _Dist:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.device = resolve_device(device_name, self.local_rank)
+        self.device = _rank_device(device_name, self.local_rank)
         if self.world > 1 and not dist.is_initialized():
             if self.device.type == "cuda":
                 torch.cuda.set_device(self.device)

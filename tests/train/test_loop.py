@@ -104,7 +104,8 @@ def test_torchrun_two_processes_on_gloo(tmp_path: Path) -> None:
     sets = [f"--set={k}={v}" for k, v in BABY_MODEL.items()]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            "--standalone", "-m", "train", "--data", str(rec), "--run-dir", str(tmp_path / "run"),
-           "--steps", "4", "--batch-size", "2", "--quiet", "--set=checkpoint_every=100",
+           "--steps", "4", "--batch-size", "2", "--device", "cpu", "--quiet",
+           "--set=checkpoint_every=100",
            "--set=eval_every=100", "--set=log_every=1", *sets]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
