@@ -1,0 +1,111 @@
+"""The bundle: a directory holding the exported model and what a player needs.
+
+::
+
+    manifest.json      config, frame size, context, controls, fps, parity figures,
+                       checkpoint step and SHA-256, tool versions, file hashes
+    model.onnx         float32, dynamic batch axis
+    model.ts           TorchScript (traced, frozen)
+    weights.pt         the state dict (EMA weights when the checkpoint has them)
+    start_frames.npy   (S, K, 3, H, W) uint8 contexts to start a dream from
+
+Only numpy and the standard library here, so an ONNX-only player can read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "tinydreams-bundle"
+VERSION = 1
+MANIFEST = "manifest.json"
+ONNX_FILE = "model.onnx"
+TORCHSCRIPT_FILE = "model.ts"
+WEIGHTS_FILE = "weights.pt"
+START_FRAMES_FILE = "start_frames.npy"
+# The model's inputs and outputs, named and shaped in one place.
+INPUTS = ("frames", "controls")  # (B, K, 3, H, W) float32 in [0, 1]; (B, control_dim)
+OUTPUTS = ("next_frame",)  # (B, 3, H, W) float32 in [0, 1]
+BATCH_AXIS = "batch"
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used: missing, damaged, or inconsistent."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(bundle: str | Path) -> dict[str, Any]:
+    path = Path(bundle) / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{path}: missing; {bundle} is not a bundle (python -m export)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise BundleError(f"{path}: unreadable manifest ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{path}: not a TinyDreams bundle manifest")
+    if manifest.get("version", 0) > VERSION:
+        raise BundleError(f"{path}: bundle version {manifest['version']} is newer than this "
+                          f"tool reads ({VERSION}); update TinyDreams")
+    for key in ("model", "height", "width", "context_frames", "control_dim", "files"):
+        if key not in manifest:
+            raise BundleError(f"{path}: missing field {key!r}")
+    return manifest
+
+
+def verify_file(bundle: str | Path, name: str, manifest: dict[str, Any]) -> Path:
+    """The path of a bundle file whose size and SHA-256 match the manifest."""
+    path = Path(bundle) / name
+    expected = manifest["files"].get(name)
+    if expected is None:
+        raise BundleError(f"{path}: not listed in the bundle's manifest")
+    if not path.is_file():
+        raise BundleError(f"{path}: missing from the bundle")
+    if path.stat().st_size != expected["bytes"]:
+        raise BundleError(f"{path}: truncated or damaged ({path.stat().st_size} bytes, the "
+                          f"manifest says {expected['bytes']}); export the bundle again")
+    if sha256_file(path) != expected["sha256"]:
+        raise BundleError(f"{path}: damaged (SHA-256 differs from the manifest); export the "
+                          f"bundle again")
+    return path
+
+
+def file_entry(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def load_start_frames(bundle: str | Path, manifest: dict[str, Any]) -> np.ndarray:
+    """``(S, K, 3, H, W)`` uint8 start contexts, checked against the manifest."""
+    path = verify_file(bundle, START_FRAMES_FILE, manifest)
+    frames = np.load(path)
+    want = (manifest["context_frames"], 3, manifest["height"], manifest["width"])
+    if frames.ndim != 5 or frames.shape[1:] != want or frames.dtype != np.uint8:
+        raise BundleError(f"{path}: start frames are {frames.shape} {frames.dtype}, the manifest "
+                          f"says (S, {', '.join(map(str, want))}) uint8")
+    return frames
+
+
+def check_io_shapes(path: Path, manifest: dict[str, Any], frames_shape: list[Any],
+                    controls_shape: list[Any]) -> None:
+    """Refuse a model whose input shapes disagree with the manifest (batch axis free)."""
+    want_frames = [manifest["context_frames"], 3, manifest["height"], manifest["width"]]
+    if list(frames_shape[1:]) != want_frames:
+        raise BundleError(f"{path}: the model takes frames {frames_shape}, the manifest says "
+                          f"(B, {', '.join(map(str, want_frames))}); the manifest does not "
+                          f"belong to this model")
+    if list(controls_shape[1:]) != [manifest["control_dim"]]:
+        raise BundleError(f"{path}: the model takes controls {controls_shape}, the manifest says "
+                          f"control_dim {manifest['control_dim']}; the manifest does not belong "
+                          f"to this model")

@@ -1,0 +1,213 @@
+"""Checkpoint -> bundle: ONNX and TorchScript, each checked against eager PyTorch."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import platform
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from export.bundle import (
+    BATCH_AXIS,
+    FORMAT,
+    INPUTS,
+    MANIFEST,
+    ONNX_FILE,
+    OUTPUTS,
+    START_FRAMES_FILE,
+    TORCHSCRIPT_FILE,
+    VERSION,
+    WEIGHTS_FILE,
+    BundleError,
+    file_entry,
+    sha256_file,
+)
+from export.runtime import TorchBackend, TorchScriptBackend, manifest_for
+from models import WorldModel
+
+log = logging.getLogger(__name__)
+
+PARITY_ATOL = 1e-4  # float32 backends vs eager, one step
+DRIFT_ATOL = 1e-3  # after 16 autoregressive steps
+
+
+class ParityError(BundleError):
+    """An exported model disagrees with eager PyTorch beyond the tolerance."""
+
+
+def export_onnx(model: WorldModel, path: Path, example: tuple[torch.Tensor, torch.Tensor]) -> str:
+    """ONNX with a dynamic batch axis, checked by ``onnx.checker``; returns the
+    exporter used. The dynamo exporter (opset 18+) first; the TorchScript-based
+    one at opset 17 if it fails."""
+    import onnx
+
+    batch = torch.export.Dim(BATCH_AXIS, min=1, max=4096)
+    logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # chatty optimizer passes
+    how = "dynamo"
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            # One self-contained file: the bundle hashes and ships files, not folders.
+            torch.onnx.export(model, example, str(path), dynamo=True, input_names=list(INPUTS),
+                              output_names=list(OUTPUTS), optimize=True, external_data=False,
+                              dynamic_shapes={"frames": {0: batch}, "controls": {0: batch}})
+        except Exception as err:  # the dynamo exporter fails in many ways; fall back
+            log.warning("dynamo ONNX export failed (%s); using the TorchScript exporter", err)
+            how = "torchscript-opset17"
+            axes = {name: {0: BATCH_AXIS} for name in (*INPUTS, *OUTPUTS)}
+            torch.onnx.export(model, example, str(path), dynamo=False, opset_version=17,
+                              input_names=list(INPUTS), output_names=list(OUTPUTS),
+                              dynamic_axes=axes)
+    onnx.checker.check_model(str(path), full_check=True)
+    return how
+
+
+def export_torchscript(model: WorldModel, path: Path,
+                       example: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Traced (the batch axis stays dynamic), frozen, saved."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # trace's deprecation and tracer warnings
+        traced = torch.jit.trace(model, example)  # type: ignore[no-untyped-call]
+        frozen = torch.jit.freeze(traced)
+    frozen.save(str(path))
+
+
+def start_frames_from_recording(directory: str | Path, context_frames: int,
+                                size: tuple[int, int], count: int = 8) -> np.ndarray:
+    """``count`` contexts of K frames spread over a recording, resized to ``size``."""
+    from train.data import load_frames, transition_rows
+
+    frames = load_frames(directory, size)
+    rows = transition_rows(frames, context_frames)
+    if len(rows) == 0:
+        raise BundleError(f"{directory}: no {context_frames} consecutive frames to start from")
+    pick = np.linspace(0, len(rows) - 1, min(count, len(rows))).round().astype(np.int64)
+    return np.stack([frames.frames[rows[i, :context_frames]] for i in pick])
+
+
+def max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
+
+
+def parity(eager: Any, other: Any, start: np.ndarray, control_dim: int, seed: int = 0,
+           batches: Sequence[int] = (1, 8), rollout_steps: int = 16) -> dict[str, float]:
+    """Max abs difference to eager at each batch size, and after a rollout in
+    which each backend feeds back its own predictions."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, float] = {}
+    for b in batches:
+        idx = rng.integers(0, len(start), b)
+        frames = start[idx].astype(np.float32) / 255.0
+        controls = rng.uniform(-1, 1, (b, control_dim)).astype(np.float32)
+        out[f"batch{b}_max_abs"] = max_diff(eager.step(frames, controls),
+                                            other.step(frames, controls))
+    a = b_ = start[:1].astype(np.float32) / 255.0
+    worst = 0.0
+    for _ in range(rollout_steps):
+        controls = rng.uniform(-1, 1, (1, control_dim)).astype(np.float32)
+        na, nb = eager.step(a, controls), other.step(b_, controls)
+        worst = max(worst, max_diff(na, nb))
+        a = np.concatenate([a[:, 1:], na[:, None]], axis=1)
+        b_ = np.concatenate([b_[:, 1:], nb[:, None]], axis=1)
+    out[f"rollout{rollout_steps}_max_abs"] = worst
+    return out
+
+
+def check_parity(name: str, figures: dict[str, float]) -> None:
+    for key, value in figures.items():
+        bound = DRIFT_ATOL if key.startswith("rollout") else PARITY_ATOL
+        if not value <= bound:
+            raise ParityError(f"{name} disagrees with eager PyTorch: {key} = {value:.3g} > "
+                              f"{bound:g}; the bundle is not usable (manifest not written)")
+
+
+def export_bundle(checkpoint: str | Path, out: str | Path, recording: str | Path | None = None,
+                  start_count: int = 8, use_ema: bool = True) -> dict[str, Any]:
+    """Export a checkpoint to a bundle directory and return its manifest.
+
+    The manifest is written last, after every parity check passed: a directory
+    without one is not a bundle, so a failed or interrupted export is never
+    mistaken for a good one.
+    """
+    from train.checkpoint import model_from_checkpoint
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    model, state = model_from_checkpoint(checkpoint, ema=use_ema)
+    model.set_grad_checkpointing(False)
+    c = model.config
+    train_config = state["config"]
+    recordings = [recording] if recording else [*train_config["data"]["recordings"],
+                                                 *train_config["data"]["val_recordings"]]
+    if not recordings:
+        raise BundleError("no recording to take start frames from: pass --recording DIR")
+    start = start_frames_from_recording(recordings[0], c.context_frames, (c.width, c.height),
+                                        start_count)
+    meta = _recording_meta(Path(recordings[0]))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)
+    np.save(out / START_FRAMES_FILE, start)
+    torch.save(model.state_dict(), out / WEIGHTS_FILE)
+    example = (torch.from_numpy(start[:2].astype(np.float32) / 255.0),
+               torch.zeros(2, c.control_dim))
+    exporter = export_onnx(model, out / ONNX_FILE, example)
+    export_torchscript(model, out / TORCHSCRIPT_FILE, example)
+
+    files = {name: file_entry(out / name) for name in (ONNX_FILE, TORCHSCRIPT_FILE,
+                                                        WEIGHTS_FILE, START_FRAMES_FILE)}
+    manifest = manifest_for(
+        c, control_names=meta.get("control_names"), fps=meta.get("fps"),
+        world=meta.get("world"))
+    manifest.update({"format": FORMAT, "version": VERSION, "files": files,
+                     "io": {"inputs": list(INPUTS), "outputs": list(OUTPUTS),
+                            "batch_axis": BATCH_AXIS},
+                     "weights": "ema" if use_ema and state.get("ema") is not None else "raw",
+                     "checkpoint": {"path": str(checkpoint), "step": state["step"],
+                                    "sha256": sha256_file(checkpoint)},
+                     "versions": _versions(exporter)})
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")  # for the loaders
+    try:
+        eager = TorchBackend(model, manifest, "cpu", autocast=False)
+        from export.onnx_runtime import OnnxBackend
+
+        figures = {"onnxruntime": parity(eager, OnnxBackend(out, "cpu"), start, c.control_dim),
+                   "torchscript": parity(eager, TorchScriptBackend(out, "cpu"), start,
+                                         c.control_dim)}
+        for name, f in figures.items():
+            check_parity(name, f)
+    except BaseException:
+        (out / MANIFEST).unlink(missing_ok=True)
+        raise
+    manifest["parity"] = {"reference": "eager float32, cpu", "one_step_atol": PARITY_ATOL,
+                          "rollout_atol": DRIFT_ATOL, **figures}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _recording_meta(directory: Path) -> dict[str, Any]:
+    from train.recording import read_meta
+
+    return read_meta(directory)
+
+
+def _versions(exporter: str) -> dict[str, str]:
+    import onnx
+
+    versions = {"torch": str(torch.__version__), "onnx": onnx.__version__,
+                "python": platform.python_version(), "onnx_exporter": exporter}
+    with contextlib.suppress(ImportError):
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
+    with contextlib.suppress(ImportError):
+        import onnxscript
+
+        versions["onnxscript"] = onnxscript.__version__
+    return versions

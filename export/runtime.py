@@ -1,0 +1,231 @@
+"""One runtime interface for ``serve`` and ``play``: ``load_backend(...)`` gives an
+object with ``step(frames, controls) -> next_frames``, batched, over eager
+PyTorch, TorchScript or ONNX Runtime, on the CPU or a GPU."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from export.bundle import (
+    TORCHSCRIPT_FILE,
+    WEIGHTS_FILE,
+    BundleError,
+    check_io_shapes,
+    load_start_frames,
+    read_manifest,
+    verify_file,
+)
+from models import WorldModel, WorldModelConfig
+
+log = logging.getLogger(__name__)
+BACKENDS = ("auto", "torch", "torchscript", "onnxruntime")
+
+
+class Backend(Protocol):
+    name: str
+    manifest: dict[str, Any]
+
+    @property
+    def device(self) -> str:
+        """``cpu`` or ``cuda``: where the model runs."""
+        ...
+
+    def step(self, frames: Any, controls: Any) -> Any:
+        """``(B, K, 3, H, W)`` frames in [0, 1] and ``(B, control_dim)`` controls ->
+        next frames ``(B, 3, H, W)``; numpy in, numpy out; torch in, torch out."""
+        ...
+
+    def start_frames(self) -> np.ndarray:
+        """``(S, K, 3, H, W)`` uint8 contexts to start a dream from."""
+        ...
+
+
+def manifest_for(config: WorldModelConfig, **extra: Any) -> dict[str, Any]:
+    """The manifest fields that describe a model (the rest is added by export)."""
+    names = extra.pop("control_names", None) or (
+        ["left_x", "left_y", "right_x", "right_y"] if config.control_dim == 4
+        else [f"c{i}" for i in range(config.control_dim)])
+    return {"model": config.to_dict(), "height": config.height, "width": config.width,
+            "context_frames": config.context_frames, "control_dim": config.control_dim,
+            "control_names": list(names), "output_mode": config.output_mode, **extra}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    d = torch.device(device)
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device")
+    return d
+
+
+class _TorchStep:
+    """Shared input handling of the torch-based backends."""
+
+    name = "torch"
+    manifest: dict[str, Any]
+    _device: torch.device
+    _autocast: torch.dtype | None = None
+
+    @property
+    def device(self) -> str:
+        return self._device.type
+
+    def _run(self, frames: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def step(self, frames: Any, controls: Any) -> Any:
+        as_numpy = not isinstance(frames, torch.Tensor)
+        f = torch.as_tensor(np.asarray(frames) if as_numpy else frames, dtype=torch.float32)
+        c = torch.as_tensor(np.asarray(controls) if as_numpy else controls, dtype=torch.float32)
+        with torch.inference_mode(), torch.autocast(self._device.type, dtype=self._autocast,
+                                                    enabled=self._autocast is not None):
+            out = self._run(f.to(self._device, non_blocking=True),
+                            c.to(self._device, non_blocking=True)).float()
+        return out.cpu().numpy() if as_numpy else out
+
+    def start_frames(self) -> np.ndarray:
+        raise BundleError(f"{self.name}: this model came without start frames")
+
+
+class TorchBackend(_TorchStep):
+    """Eager PyTorch. ``autocast``: bf16 (or fp16) on CUDA by default, off on CPU;
+    ``compile``: wrap the model in ``torch.compile``."""
+
+    name = "torch"
+
+    def __init__(self, model: WorldModel, manifest: dict[str, Any], device: str = "auto",
+                 autocast: bool | None = None, compile: bool = False,
+                 start_frames: np.ndarray | None = None) -> None:
+        self._device = resolve_device(device)
+        self.model = model.to(self._device).eval()
+        self.manifest = manifest
+        use_amp = self._device.type == "cuda" if autocast is None else autocast
+        if use_amp:
+            self._autocast = torch.bfloat16 if (self._device.type == "cpu" or
+                                                torch.cuda.is_bf16_supported()) else torch.float16
+        self._net: Any = torch.compile(self.model) if compile else self.model
+        self._start = start_frames
+
+    def _run(self, frames: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+        return self._net(frames, controls)
+
+    def start_frames(self) -> np.ndarray:
+        if self._start is None:
+            return super().start_frames()
+        return self._start
+
+
+class TorchScriptBackend(_TorchStep):
+    """A bundle's traced and frozen ``model.ts``."""
+
+    name = "torchscript"
+
+    def __init__(self, bundle: str | Path, device: str = "auto") -> None:
+        self.manifest = read_manifest(bundle)
+        self.bundle = Path(bundle)
+        self._device = resolve_device(device)
+        path = verify_file(bundle, TORCHSCRIPT_FILE, self.manifest)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is what we ship
+                self.module = torch.jit.load(  # type: ignore[no-untyped-call]
+                    str(path), map_location=self._device)
+        except Exception as err:  # torch.jit raises RuntimeError and others for a bad file
+            raise BundleError(f"{path}: TorchScript cannot load it ({err})") from None
+        _probe(self, path)
+
+    def _run(self, frames: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+        return self.module(frames, controls)
+
+    def start_frames(self) -> np.ndarray:
+        return load_start_frames(self.bundle, self.manifest)
+
+
+def _probe(backend: _TorchStep, path: Path) -> None:
+    """Run one step on inputs shaped as the manifest says; a model that
+    disagrees with its manifest fails here, named, rather than mid-game."""
+    m = backend.manifest
+    frames = np.zeros((1, m["context_frames"], 3, m["height"], m["width"]), np.float32)
+    try:
+        out = backend.step(frames, np.zeros((1, m["control_dim"]), np.float32))
+    except (RuntimeError, ValueError) as err:
+        raise BundleError(f"{path}: the model does not accept the inputs its manifest "
+                          f"describes (context_frames {m['context_frames']}, control_dim "
+                          f"{m['control_dim']}, {m['height']}x{m['width']}): {err}") from None
+    check_io_shapes(path, m, [1, *frames.shape[1:]], [1, m["control_dim"]])
+    if out.shape != (1, 3, m["height"], m["width"]):
+        raise BundleError(f"{path}: the model returns {out.shape}, the manifest says "
+                          f"(1, 3, {m['height']}, {m['width']})")
+
+
+def _bundle_torch(bundle: Path, device: str, compile: bool) -> TorchBackend:
+    manifest = read_manifest(bundle)
+    path = verify_file(bundle, WEIGHTS_FILE, manifest)
+    model = WorldModel(WorldModelConfig.from_dict(manifest["model"]))
+    try:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except RuntimeError as err:
+        raise BundleError(f"{path}: the weights do not fit the model the manifest describes "
+                          f"({str(err).splitlines()[0]})") from None
+    backend = TorchBackend(model, manifest, device, compile=compile,
+                           start_frames=load_start_frames(bundle, manifest))
+    _probe(backend, path)
+    return backend
+
+
+def load_backend(source: str | Path, backend: str = "auto", device: str = "auto",
+                 compile: bool = False) -> Backend:
+    """A model ready to step, from a bundle directory or a training checkpoint.
+
+    Args:
+        source: A bundle directory (``python -m export``) or a checkpoint ``.pt``.
+        backend: ``auto`` (ONNX Runtime for a bundle when it is installed and
+            offers the device, else TorchScript; eager PyTorch for a
+            checkpoint), ``torch``, ``torchscript`` or ``onnxruntime``.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        compile: ``torch.compile`` the eager model (torch backend only).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    path = Path(source)
+    if path.is_file():
+        if backend not in ("auto", "torch"):
+            raise ValueError(f"{path} is a checkpoint: only the torch backend runs it; export "
+                             f"a bundle (python -m export) for {backend}")
+        from train.checkpoint import model_from_checkpoint
+
+        model, state = model_from_checkpoint(path)
+        manifest = manifest_for(model.config, fps=state["config"].get("fps"),
+                                checkpoint={"path": str(path), "step": state["step"]})
+        return TorchBackend(model, manifest, device, compile=compile)
+    if not path.is_dir():
+        raise BundleError(f"{path}: no such bundle directory or checkpoint")
+    if backend == "auto":
+        backend = _auto_backend(device)
+        log.info("backend auto: using %s", backend)
+    if backend == "onnxruntime":
+        from export.onnx_runtime import OnnxBackend
+
+        ort_backend: Backend = OnnxBackend(path, device)
+        return ort_backend
+    if backend == "torchscript":
+        return TorchScriptBackend(path, device)
+    return _bundle_torch(path, device, compile)
+
+
+def _auto_backend(device: str) -> str:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return "torchscript"
+    wants_gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if wants_gpu and "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "torch"  # eager with autocast on the GPU beats ONNX Runtime on the CPU
+    return "onnxruntime"

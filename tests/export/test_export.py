@@ -1,0 +1,180 @@
+"""Export to bundles, parity of every backend with eager PyTorch, and bundle hygiene."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export.bundle import MANIFEST, ONNX_FILE, BundleError, read_manifest
+from export.exporter import export_bundle
+from export.runtime import load_backend
+from tests.train.helpers import baby_config, moving_square_recording
+from train.checkpoint import model_from_checkpoint
+from train.loop import fit
+
+pytest.importorskip("onnxruntime", reason="needs the export extra: pip install -e '.[export]'")
+pytest.importorskip("onnxscript", reason="needs the export extra: pip install -e '.[export]'")
+
+ROOT = Path(__file__).resolve().parents[2]
+VARIANTS = {
+    "concat-registers-k4": {"model.attention_mode": "concat", "model.num_registers": 4,
+                            "model.context_frames": 4, "model.output_mode": "residual"},
+    "interleaved-registers-k4": {"model.attention_mode": "interleaved",
+                                 "model.num_registers": 4, "model.context_frames": 4},
+}
+
+
+def make_bundle(root: Path, **model: object) -> tuple[Path, Path]:
+    rec = moving_square_recording(root / "rec")
+    fit(baby_config(rec, steps=2, **model), root / "run")
+    bundle = root / "bundle"
+    export_bundle(root / "run" / "latest.pt", bundle)
+    return root / "run" / "latest.pt", bundle
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def exported(request: pytest.FixtureRequest,
+             tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_bundle(tmp_path_factory.mktemp(request.param), **VARIANTS[request.param])
+
+
+def inputs(manifest: dict[str, object], batch: int, seed: int = 0) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    m = manifest
+    frames = rng.random((batch, m["context_frames"], 3, m["height"], m["width"]),
+                        dtype=np.float32)
+    controls = rng.uniform(-1, 1, (batch, m["control_dim"])).astype(np.float32)
+    return frames, controls
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torchscript", "torch"])
+@pytest.mark.parametrize("batch", [1, 8])
+def test_every_backend_matches_eager(exported: tuple[Path, Path], backend: str,
+                                     batch: int) -> None:
+    checkpoint, bundle = exported
+    model, _ = model_from_checkpoint(checkpoint)
+    runner = load_backend(bundle, backend, "cpu")
+    frames, controls = inputs(runner.manifest, batch)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(frames), torch.from_numpy(controls)).numpy()
+    out = runner.step(frames, controls)
+    assert out.shape == (batch, 3, 16, 16)
+    np.testing.assert_allclose(out, expected, atol=1e-4, rtol=0)
+    as_torch = runner.step(torch.from_numpy(frames), torch.from_numpy(controls))
+    assert isinstance(as_torch, torch.Tensor)  # torch in, torch out
+
+
+def test_manifest_records_parity_and_round_trips(exported: tuple[Path, Path]) -> None:
+    checkpoint, bundle = exported
+    manifest = read_manifest(bundle)
+    for name in ("onnxruntime", "torchscript"):
+        figures = manifest["parity"][name]
+        assert figures["batch1_max_abs"] <= 1e-4
+        assert figures["batch8_max_abs"] <= 1e-4
+        assert figures["rollout16_max_abs"] <= 1e-3
+    model, state = model_from_checkpoint(checkpoint)
+    assert manifest["model"] == model.config.to_dict()
+    assert manifest["checkpoint"]["step"] == state["step"] == 2
+    assert manifest["control_names"] == ["left_x", "left_y", "right_x", "right_y"]
+    assert manifest["fps"] == 10
+    assert json.loads((bundle / MANIFEST).read_text()) == load_backend(bundle).manifest
+    start = load_backend(bundle, "onnxruntime").start_frames()
+    assert start.dtype == np.uint8
+    assert start.shape[1:] == (manifest["context_frames"], 3, 16, 16)
+
+
+def test_onnx_bundle_runs_without_torch_or_models(exported: tuple[Path, Path],
+                                                  tmp_path: Path) -> None:
+    checkpoint, bundle = exported
+    frames, controls = inputs(read_manifest(bundle), 3, seed=5)
+    np.save(tmp_path / "frames.npy", frames)
+    np.save(tmp_path / "controls.npy", controls)
+    script = f"""
+import sys
+class Forbid:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "models", "train"):
+            raise ImportError("forbidden in this test: " + name)
+sys.meta_path.insert(0, Forbid())
+import numpy as np
+from export.onnx_runtime import OnnxBackend
+backend = OnnxBackend({str(bundle)!r}, "cpu")
+out = backend.step(np.load({str(tmp_path / "frames.npy")!r}),
+                   np.load({str(tmp_path / "controls.npy")!r}))
+np.save({str(tmp_path / "out.npy")!r}, out)
+assert "torch" not in sys.modules and "models" not in sys.modules
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    model, _ = model_from_checkpoint(checkpoint)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(frames), torch.from_numpy(controls)).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-4, rtol=0)
+
+
+@pytest.fixture
+def bundle_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _, bundle = make_bundle(tmp_path_factory.mktemp("damage"))
+    return bundle
+
+
+def test_damaged_bundle_files_are_named(bundle_copy: Path) -> None:
+    onnx_path = bundle_copy / ONNX_FILE
+    data = onnx_path.read_bytes()
+    onnx_path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BundleError, match=r"model\.onnx: truncated or damaged"):
+        load_backend(bundle_copy, "onnxruntime")
+    ts_path = bundle_copy / "model.ts"
+    ts = bytearray(ts_path.read_bytes())
+    ts[len(ts) // 2] ^= 0xFF
+    ts_path.write_bytes(bytes(ts))
+    with pytest.raises(BundleError, match=r"model\.ts: damaged \(SHA-256"):
+        load_backend(bundle_copy, "torchscript")
+    (bundle_copy / "weights.pt").unlink()
+    with pytest.raises(BundleError, match=r"weights\.pt: missing from the bundle"):
+        load_backend(bundle_copy, "torch")
+    (bundle_copy / MANIFEST).write_text("{not json")
+    with pytest.raises(BundleError, match=r"manifest\.json: unreadable manifest"):
+        load_backend(bundle_copy)
+
+
+def test_a_manifest_that_disagrees_with_the_model_is_refused(bundle_copy: Path) -> None:
+    manifest = json.loads((bundle_copy / MANIFEST).read_text())
+    manifest["control_dim"] = 6
+    (bundle_copy / MANIFEST).write_text(json.dumps(manifest))
+    for backend in ("onnxruntime", "torchscript", "torch"):
+        with pytest.raises(BundleError, match="control_dim 6"):
+            load_backend(bundle_copy, backend)
+    manifest["model"]["control_dim"] = 6  # the architecture too: the weights do not fit
+    (bundle_copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="weights do not fit"):
+        load_backend(bundle_copy, "torch")
+
+
+def test_cli_exports_benches_and_reports_errors(bundle_copy: Path, tmp_path: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "export", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300, check=False)
+
+    checkpoint = bundle_copy.parent / "run" / "latest.pt"
+    result = cli("--checkpoint", str(checkpoint), "--out", str(tmp_path / "b"))
+    assert result.returncode == 0, result.stderr
+    assert "parity onnxruntime" in result.stdout
+    result = cli("bench", str(tmp_path / "b"), "--batch", "1", "2", "--rounds", "1",
+                 "--json", str(tmp_path / "bench.json"))
+    assert result.returncode == 0, result.stderr
+    for name in ("eager", "torchscript", "onnxruntime", "x eager @1"):
+        assert name in result.stdout
+    figures = json.loads((tmp_path / "bench.json").read_text())
+    assert figures["backends"]["onnxruntime"]["max_abs_vs_eager"] < 1e-4
+    result = cli("--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "c"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'none.pt'}: no such "
+                                                  f"checkpoint"]
