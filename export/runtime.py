@@ -22,6 +22,7 @@ from export.bundle import (
     verify_file,
 )
 from models import WorldModel, WorldModelConfig
+from models.device import resolve_device
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "torchscript", "onnxruntime")
@@ -54,15 +55,6 @@ def manifest_for(config: WorldModelConfig, **extra: Any) -> dict[str, Any]:
     return {"model": config.to_dict(), "height": config.height, "width": config.width,
             "context_frames": config.context_frames, "control_dim": config.control_dim,
             "control_names": list(names), "output_mode": config.output_mode, **extra}
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    d = torch.device(device)
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device")
-    return d
 
 
 class _TorchStep:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from models.config import PRESETS, preset
+from models.device import resolve_device
 from models.summary import format_summary, summarize
 
 
@@ -52,9 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = args.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        print("error: --device cuda asked for, but torch sees no CUDA device", file=sys.stderr)
+    try:
+        device = str(resolve_device(args.device))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     summary = summarize(config, tuple(args.batch), device, args.repeats,
                         torch.bfloat16 if args.bf16 else None)

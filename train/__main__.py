@@ -139,10 +139,10 @@ def _fit(argv: list[str]) -> int:
 def _eval(argv: list[str]) -> int:
     import torch
 
+    from models.device import resolve_device
     from train.checkpoint import model_from_checkpoint
     from train.data import build_datasets
     from train.evaluate import evaluate, format_report
-    from train.loop import resolve_device
 
     p = argparse.ArgumentParser(
         prog="python -m train eval",

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 
+from models.device import resolve_device
 from train.config import load_config
 from train.data import StepBatches, build_datasets, to_model_inputs
-from train.loop import fit, resolve_device
+from train.loop import fit
 
 
 def pipeline_rate(config_name: str, data: list[str], batch_size: int, batches: int,

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from train.recording import LOG_NAME, Recording, RecordingError, read_recording
+from train.recording import LOG_NAME, Recording, RecordingError, load_frame, read_recording
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +94,7 @@ def _build_cache(rec: Recording, size: tuple[int, int], path: Path,
     bad = np.zeros(len(rec.entries), bool)
     for i, entry in enumerate(rec.entries):
         try:
-            with Image.open(entry.frame) as img:
-                rgb = img.convert("RGB")
-            if rgb.size != size:
-                rgb = rgb.resize(size, Image.Resampling.BILINEAR)
-            out[i] = np.asarray(rgb, np.uint8).transpose(2, 0, 1)  # HWC -> CHW
+            out[i] = load_frame(entry.frame, size).transpose(2, 0, 1)  # HWC -> CHW
         except (OSError, SyntaxError, ValueError):
             bad[i] = True
         if progress is not None and (i % 256 == 0 or i == len(rec.entries) - 1):

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from models import Discriminator, WorldModel
+from models.device import resolve_device
 from train.checkpoint import check_compatible, find_resume, load_checkpoint, save_checkpoint
 from train.config import TrainConfig
 from train.data import StepBatches, build_datasets, to_model_inputs
@@ -33,15 +34,6 @@ log = logging.getLogger(__name__)
 
 CSV_FIELDS = ["step", "seconds", "lr", "loss", "l1", "sobel", "fft", "ssim", "gan_g", "gan_d",
               "samples_per_s", "val_psnr", "val_copy_psnr", "val_ssim", "val_l1"]
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device")
-    return device
 
 
 def _rank_device(name: str, local_rank: int) -> torch.device:
