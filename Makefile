@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Extras installed for each goal (see pyproject.toml).
 DEMO_EXTRAS ?= train
-TEST_EXTRAS ?= dev,train,export,play,envs
+TEST_EXTRAS ?= dev,train,export,serve,play,envs
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint typecheck pytest install install-dev clean

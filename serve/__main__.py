@@ -1,0 +1,85 @@
+"""``python -m serve``: the dream server; ``python -m serve bench``: its benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+
+def server_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m serve",
+        epilog="Protocol: serve/PROTOCOL.md. Benchmark: python -m serve bench --help.",
+        description="Serve a world model over websockets at ws://HOST:PORT/dream: one dream "
+                    "per client, every client's steps batched into one model call. Also "
+                    "GET /healthz and GET /metrics (Prometheus) on the same port.")
+    p.add_argument("--bundle", type=Path, required=True,
+                   help="bundle directory (python -m export) or a checkpoint .pt")
+    p.add_argument("--backend", default="auto",
+                   choices=["auto", "torch", "torchscript", "onnxruntime"])
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default loopback; 0.0.0.0 to let others in)")
+    p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    p.add_argument("--token", default=None,
+                   help="require this token in the hello (default: $TINYDREAMS_TOKEN if set)")
+    p.add_argument("--origin", action="append", default=None, metavar="ORIGIN",
+                   help="allow browsers from this Origin (repeatable; default: any)")
+    p.add_argument("--max-sessions", type=int, default=16)
+    p.add_argument("--max-batch", type=int, default=16, help="largest batch per model call")
+    p.add_argument("--max-delay-ms", type=float, default=4.0,
+                   help="longest wait for stragglers when forming a batch")
+    p.add_argument("--fps", type=float, default=None,
+                   help="realtime steps per second (default: the recording's)")
+    p.add_argument("--idle-timeout", type=float, default=300.0, help="seconds")
+    return p
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from export.runtime import load_backend
+    from serve.server import DreamServer, ServerConfig
+
+    backend = load_backend(args.bundle, args.backend, args.device)
+    config = ServerConfig(host=args.host, port=args.port,
+                          token=args.token or os.environ.get("TINYDREAMS_TOKEN") or None,
+                          origins=args.origin, max_sessions=args.max_sessions,
+                          max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
+                          fps=args.fps, idle_timeout_s=args.idle_timeout)
+    server = DreamServer(backend, config)
+    await server.start()
+    print(f"serving on ws://{args.host}:{server.port}/dream", flush=True)
+    stop = asyncio.get_running_loop().create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, sig)
+    received = await stop
+    logging.getLogger("serve").info("%s: closing every session", signal.Signals(received).name)
+    await asyncio.wait_for(server.close(), 10)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                                                   "%(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    from export.bundle import BundleError
+    from train.checkpoint import CheckpointError
+
+    try:
+        if argv and argv[0] == "bench":
+            from serve.bench import main as bench_main
+
+            return bench_main(argv[1:])
+        return asyncio.run(_serve(server_parser().parse_args(argv)))
+    except (BundleError, CheckpointError, ValueError, ImportError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

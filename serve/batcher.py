@@ -1,0 +1,101 @@
+"""The inference worker: one owner of the model, stepping every due session in
+one batched call, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from serve.metrics import Metrics
+
+
+class Batcher:
+    """Collects step requests and runs them through ``backend.step`` in batches.
+
+    A batch closes when it holds ``max_batch`` requests, when every open
+    session has asked (nobody else is coming), or ``max_delay_ms`` after its
+    first request, whichever is first. The model runs in a worker thread, so
+    the event loop keeps serving sockets meanwhile.
+
+    Args:
+        backend: Anything with ``step(frames, controls) -> next_frames`` (numpy).
+        max_batch: Largest batch per model call.
+        max_delay_ms: Longest wait for stragglers after the first request.
+        expected: How many sessions could ask now (open sessions).
+        metrics: Where batch sizes and latencies are recorded.
+    """
+
+    def __init__(self, backend: Any, max_batch: int, max_delay_ms: float,
+                 expected: Callable[[], int], metrics: Metrics) -> None:
+        self.backend = backend
+        self.max_batch, self.max_delay = max_batch, max_delay_ms / 1000.0
+        self.expected, self.metrics = expected, metrics
+        self._queue: asyncio.Queue[tuple[np.ndarray, np.ndarray, asyncio.Future[np.ndarray],
+                                         float]] = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="model")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def step(self, context: np.ndarray, controls: np.ndarray) -> np.ndarray:
+        """The next frame ``(3, H, W)`` for one session's context ``(K, 3, H, W)``."""
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((context, controls, future, time.perf_counter()))
+        return await future
+
+    async def _collect(self) -> list[tuple[np.ndarray, np.ndarray, asyncio.Future[np.ndarray],
+                                           float]]:
+        batch = [await self._queue.get()]
+        deadline = time.perf_counter() + self.max_delay
+        while len(batch) < self.max_batch:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            if len(batch) >= self.expected():
+                break
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [b for b in await self._collect() if not b[2].done()]
+            if not batch:
+                continue
+            frames = np.stack([b[0] for b in batch]).astype(np.float32, copy=False)
+            controls = np.stack([b[1] for b in batch]).astype(np.float32, copy=False)
+            start = time.perf_counter()
+            for b in batch:
+                self.metrics.queue_seconds.observe(start - b[3])
+            try:
+                out = await loop.run_in_executor(self._executor, self.backend.step, frames,
+                                                 controls)
+            except Exception as err:  # a model failure fails these steps, not the server
+                for b in batch:
+                    if not b[2].done():
+                        b[2].set_exception(err)
+                continue
+            self.metrics.step_seconds.observe(time.perf_counter() - start)
+            self.metrics.batch_size.observe(len(batch))
+            self.metrics.steps_total += len(batch)
+            for i, b in enumerate(batch):
+                if not b[2].done():
+                    b[2].set_result(out[i])

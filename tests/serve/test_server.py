@@ -1,0 +1,317 @@
+"""A real server on port 0 with real websocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from export.runtime import load_backend
+from serve.client import DreamClient, ServerError, decode_image
+from serve.protocol import encode_input
+from serve.server import DreamServer, ServerConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(120)
+
+
+async def started(bundle: Path, **config: object) -> DreamServer:
+    server = DreamServer(load_backend(bundle, "onnxruntime", "cpu"),
+                         ServerConfig(port=0, **config))  # type: ignore[arg-type]
+    await server.start()
+    return server
+
+
+def url(server: DreamServer) -> str:
+    return f"ws://127.0.0.1:{server.port}/dream"
+
+
+@pytest.fixture
+async def server(bundle: Path) -> AsyncIterator[DreamServer]:
+    srv = await started(bundle, fps=50.0)
+    yield srv
+    await srv.close()
+
+
+@pytest.mark.parametrize("encoding", ["raw", "jpeg", "png"])
+async def test_hello_welcome_first_frame_and_lockstep(server: DreamServer,
+                                                      encoding: str) -> None:
+    client = await DreamClient.connect(url(server), mode="lockstep", encoding=encoding)
+    assert client.welcome["model"]["height"] == 16
+    assert client.welcome["model"]["control_names"] == ["left_x", "left_y", "right_x", "right_y"]
+    first = await client.frame()
+    assert first.reset
+    assert decode_image(first).shape == (16, 16, 3)
+    frames = [await client.step([0.0, 0.0, 0.0, 0.0]), await client.step([1.0, 0.0, 0.0, 0.0])]
+    assert [f.frame_index for f in frames] == [1, 2]
+    assert [f.input_seq for f in frames] == [1, 2]
+    assert all(decode_image(f).shape == (16, 16, 3) for f in frames)
+    assert await client.ping() < 1.0
+    reset = await client.reset(seed=1)
+    assert reset.reset
+    await client.close()
+
+
+async def test_realtime_steps_at_the_fps_with_the_latest_controls(server: DreamServer) -> None:
+    client = await DreamClient.connect(url(server), mode="realtime", fps=40)
+    await client.frame()
+    await client.send_controls([0.5, 0.0, 0.0, 0.0])
+    start, frames = time.monotonic(), []
+    while time.monotonic() - start < 1.0:
+        frames.append(await client.frame())
+    assert 20 <= len(frames) <= 48
+    assert frames[-1].input_seq == 1
+    await client.close()
+
+
+async def test_fuzz_leaves_a_good_client_served(bundle: Path) -> None:
+    # No abuse cut-off here, so the server really handles every fuzz message.
+    server = await started(bundle, abuse_limit=10**9, max_input_hz=10**6)
+    try:
+        await fuzz(server)
+    finally:
+        await server.close()
+
+
+async def test_repeated_abuse_closes_with_1008(server: DreamServer) -> None:
+    async with connect(url(server), compression=None) as ws:
+        await ws.send(json.dumps({"type": "hello", "protocol": 1, "mode": "lockstep"}))
+        for _ in range(300):
+            await ws.send(b"\x01\x01\x00")
+
+        async def drain() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                async for _ in ws:  # read the error replies until the server hangs up
+                    pass
+
+        await asyncio.wait_for(drain(), 10)
+        assert ws.close_code == 1008
+
+
+async def fuzz(server: DreamServer) -> None:
+    rng = random.Random(0)
+    good = await DreamClient.connect(url(server), mode="lockstep")
+    await good.frame()
+
+    def junk() -> str | bytes:
+        kind = rng.randrange(10)
+        if kind == 0:
+            return bytes(rng.randrange(256) for _ in range(rng.randrange(0, 64)))
+        if kind == 1:
+            return encode_input(rng.randrange(2**32), [rng.choice(
+                [np.nan, np.inf, -np.inf, 1e30, 2.0, -7.0]), 0, 0, 0])
+        if kind == 2:
+            return encode_input(1, [0.0] * rng.choice([0, 1, 3, 5, 100]))
+        if kind == 3:
+            return bytes([1, 2]) + bytes(rng.randrange(256) for _ in range(30))  # bad PNG
+        if kind == 4:
+            return "".join(chr(rng.randrange(32, 127)) for _ in range(rng.randrange(40)))
+        if kind == 5:
+            return json.dumps({"type": rng.choice(["reset", "config", "ping", "x", None, 3]),
+                               "seed": rng.choice([1, "a", None, 2**70]),
+                               "fps": rng.choice([0, 1e9, "fast", 30]),
+                               "encoding": rng.choice(["raw", "gif", 1])})
+        if kind == 6:
+            return json.dumps([1, 2, 3])
+        if kind == 7:
+            return "\u0000\xff{"
+        if kind == 8:
+            return encode_input(1, [rng.uniform(-1, 1) for _ in range(4)])  # valid
+        return bytes([1, 1, 0, 0]) + bytes(rng.randrange(256) for _ in range(20))
+
+    async def fuzzer(n: int) -> int:
+        """Sends ``n`` messages after a hello, then a ping, and waits for its pong:
+        the server has then handled every one of them."""
+        async with connect(url(server), compression=None, max_size=None) as ws:
+            await ws.send(json.dumps({"type": "hello", "protocol": 1, "mode": "lockstep"}))
+            for i in range(n):
+                await ws.send(junk())
+                if i % 50 == 0:
+                    await asyncio.sleep(0)
+            await ws.send(json.dumps({"type": "ping", "t": "done"}))
+            async for reply in ws:
+                if isinstance(reply, str) and json.loads(reply).get("t") == "done":
+                    break
+        return n
+
+    async def before_hello() -> int | None:
+        async with connect(url(server), compression=None) as ws:
+            await ws.send(b"\x01\x01 binary before any hello")
+            await asyncio.wait_for(ws.wait_closed(), 5)
+            return ws.close_code
+
+    stepping = asyncio.create_task(good_steps(good))
+    counts = await asyncio.gather(*[fuzzer(1250) for _ in range(8)])
+    closes = await asyncio.gather(*[before_hello() for _ in range(20)])
+    steps = await stepping
+    assert sum(counts) >= 10_000
+    assert closes == [1008] * 20
+    assert steps >= 20  # the good client kept being served throughout
+    handled = server.metrics.inputs_rejected_total + server.metrics.inputs_total
+    assert handled >= 10_000
+    assert server.metrics.inputs_rejected_total > 5_000
+    frame = await good.step([0.1, 0.2, 0.3, 0.4])
+    assert decode_image(frame).shape == (16, 16, 3)
+    await good.close()
+    await asyncio.sleep(0.2)
+    assert len(server.sessions) == 0
+
+
+async def good_steps(client: DreamClient, seconds: float = 3.0) -> int:
+    n, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        await client.step([0.0, -0.5, 0.25, 0.0])
+        n += 1
+    return n
+
+
+async def test_oversize_message_closes_with_1009(bundle: Path) -> None:
+    server = await started(bundle, max_message_bytes=1000)
+    try:
+        client = await DreamClient.connect(url(server))
+        await client.ws.send(b"\x01\x02" + bytes(5000))
+        await asyncio.wait_for(client.ws.wait_closed(), 5)
+        assert client.ws.close_code == 1009
+    finally:
+        await server.close()
+
+
+async def test_bad_token_is_unauthorized_and_closed_1008(bundle: Path) -> None:
+    server = await started(bundle, token="s3cret")
+    try:
+        with pytest.raises(ServerError) as err:
+            await DreamClient.connect(url(server), token="wrong")
+        assert err.value.code == "UNAUTHORIZED"
+        ok = await DreamClient.connect(url(server), token="s3cret")
+        await ok.frame()
+        await ok.close()
+        async with connect(url(server)) as ws:
+            await ws.send(json.dumps({"type": "hello", "protocol": 1, "token": "nope"}))
+            assert json.loads(await ws.recv())["code"] == "UNAUTHORIZED"
+            await asyncio.wait_for(ws.wait_closed(), 5)
+            assert ws.close_code == 1008
+    finally:
+        await server.close()
+
+
+async def test_bad_origin_gets_http_403(bundle: Path) -> None:
+    server = await started(bundle, origins=["http://good.example"])
+    try:
+        with pytest.raises(InvalidStatus) as err:
+            await DreamClient.connect(url(server), origin="http://evil.example")
+        assert err.value.response.status_code == 403
+        ok = await DreamClient.connect(url(server), origin="http://good.example")
+        await ok.close()
+    finally:
+        await server.close()
+
+
+async def test_max_sessions_and_disconnects_free_sessions(bundle: Path) -> None:
+    server = await started(bundle, max_sessions=2)
+    try:
+        a = await DreamClient.connect(url(server))
+        b = await DreamClient.connect(url(server))
+        with pytest.raises(ServerError) as err:
+            await DreamClient.connect(url(server))
+        assert err.value.code == "SERVER_FULL"
+        await a.close()
+        await b.close()
+        await asyncio.sleep(0.2)
+        metrics = await asyncio.to_thread(http_get, server, "/metrics")
+        assert "tinydreams_sessions 0" in metrics
+        c = await DreamClient.connect(url(server))  # room again
+        await c.close()
+    finally:
+        await server.close()
+
+
+def http_get(server: DreamServer, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}{path}", timeout=5) as r:
+        return str(r.read().decode())
+
+
+async def test_healthz_and_metrics_answer(server: DreamServer) -> None:
+    assert await asyncio.to_thread(http_get, server, "/healthz") == "ok\n"
+    client = await DreamClient.connect(url(server))
+    await client.frame()
+    await client.step([0, 0, 0, 0])
+    metrics = await asyncio.to_thread(http_get, server, "/metrics")
+    for name in ("tinydreams_sessions 1", "tinydreams_steps_total", "tinydreams_batch_size_bucket",
+                 "tinydreams_step_seconds_count", "tinydreams_frames_dropped_total",
+                 "tinydreams_inputs_rejected_total"):
+        assert name in metrics
+    await client.close()
+
+
+async def test_a_client_that_never_reads_does_not_slow_another(bundle: Path) -> None:
+    server = await started(bundle, fps=100.0)
+    try:
+        async def rate(client: DreamClient, seconds: float = 2.0) -> float:
+            await client.frame()
+            n, start = 0, time.monotonic()
+            while time.monotonic() - start < seconds:
+                await client.frame()
+                n += 1
+            return n / seconds
+
+        alone = await DreamClient.connect(url(server), mode="realtime", encoding="png")
+        baseline = await rate(alone)
+        # A reader that never reads: raw frames pile into its socket buffers.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        stuck = await connect(url(server), compression=None, max_size=None, max_queue=1,
+                              sock=sock)
+        await stuck.send(json.dumps({"type": "hello", "protocol": 1, "mode": "realtime",
+                                     "encoding": "raw", "fps": 100}))
+        stuck.transport.pause_reading()
+        with_stuck = await rate(alone)
+        assert with_stuck >= 0.8 * baseline, (with_stuck, baseline)
+        await asyncio.sleep(1.0)
+        stuck_session = next(s for s in server.sessions.values() if s.id != alone.welcome[
+            "session"])
+        assert stuck_session.dropped > 0
+        await alone.close()
+        stuck.transport.abort()
+    finally:
+        await server.close()
+
+
+def test_sigterm_closes_sessions_and_exits(bundle: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "serve", "--bundle", str(bundle), "--port",
+                             "0", "--backend", "onnxruntime"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert line.startswith("serving on ws://"), line + (proc.stderr.read() if proc.stderr
+                                                            else "")
+        address = line.split()[-1]
+
+        async def session() -> int | None:
+            client = await DreamClient.connect(address)
+            await client.frame()
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(client.ws.wait_closed(), 10)
+            return client.ws.close_code
+
+        assert asyncio.run(session()) == 1001
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
