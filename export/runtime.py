@@ -196,7 +196,17 @@ def load_backend(source: str | Path, backend: str = "auto", device: str = "auto"
         model, state = model_from_checkpoint(path)
         manifest = manifest_for(model.config, fps=state["config"].get("fps"),
                                 checkpoint={"path": str(path), "step": state["step"]})
-        return TorchBackend(model, manifest, device, compile=compile)
+        data = state["config"]["data"]
+        start = None
+        for recording in [*data["recordings"], *data["val_recordings"]]:
+            if Path(recording, "recording_log.jsonl").is_file():  # still where it was
+                from export.exporter import start_frames_from_recording
+
+                c = model.config
+                start = start_frames_from_recording(recording, c.context_frames,
+                                                    (c.width, c.height))
+                break
+        return TorchBackend(model, manifest, device, compile=compile, start_frames=start)
     if not path.is_dir():
         raise BundleError(f"{path}: no such bundle directory or checkpoint")
     if backend == "auto":

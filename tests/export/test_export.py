@@ -178,3 +178,15 @@ def test_cli_exports_benches_and_reports_errors(bundle_copy: Path, tmp_path: Pat
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'none.pt'}: no such "
                                                   f"checkpoint"]
+
+
+def test_a_checkpoint_runs_with_start_frames_from_its_recording(
+        exported: tuple[Path, Path]) -> None:
+    checkpoint, _ = exported
+    runner = load_backend(checkpoint)
+    assert runner.name == "torch"
+    start = runner.start_frames()
+    assert start.dtype == np.uint8
+    assert start.shape[1:] == (runner.manifest["context_frames"], 3, 16, 16)
+    with pytest.raises(ValueError, match="only the torch backend"):
+        load_backend(checkpoint, "onnxruntime")
