@@ -157,7 +157,8 @@ def _probe(backend: _TorchStep, path: Path) -> None:
                           f"(1, 3, {m['height']}, {m['width']})")
 
 
-def _bundle_torch(bundle: Path, device: str, compile: bool) -> TorchBackend:
+def _bundle_torch(bundle: Path, device: str, compile: bool,
+                  autocast: bool | None = None) -> TorchBackend:
     manifest = read_manifest(bundle)
     path = verify_file(bundle, WEIGHTS_FILE, manifest)
     model = WorldModel(WorldModelConfig.from_dict(manifest["model"]))
@@ -166,14 +167,14 @@ def _bundle_torch(bundle: Path, device: str, compile: bool) -> TorchBackend:
     except RuntimeError as err:
         raise BundleError(f"{path}: the weights do not fit the model the manifest describes "
                           f"({str(err).splitlines()[0]})") from None
-    backend = TorchBackend(model, manifest, device, compile=compile,
-                           start_frames=load_start_frames(bundle, manifest))
+    backend = TorchBackend(model, manifest, device, autocast, compile,
+                           load_start_frames(bundle, manifest))
     _probe(backend, path)
     return backend
 
 
 def load_backend(source: str | Path, backend: str = "auto", device: str = "auto",
-                 compile: bool = False) -> Backend:
+                 compile: bool = False, autocast: bool | None = None) -> Backend:
     """A model ready to step, from a bundle directory or a training checkpoint.
 
     Args:
@@ -183,6 +184,9 @@ def load_backend(source: str | Path, backend: str = "auto", device: str = "auto"
             checkpoint), ``torch``, ``torchscript`` or ``onnxruntime``.
         device: ``auto``, ``cpu`` or ``cuda``.
         compile: ``torch.compile`` the eager model (torch backend only).
+        autocast: Run the torch backend under bf16 autocast (default: on CUDA
+            only). On CPUs with AMX it is about twice as fast at batch 8 and
+            approximate (about 1e-2 from float32).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -206,7 +210,7 @@ def load_backend(source: str | Path, backend: str = "auto", device: str = "auto"
                 start = start_frames_from_recording(recording, c.context_frames,
                                                     (c.width, c.height))
                 break
-        return TorchBackend(model, manifest, device, compile=compile, start_frames=start)
+        return TorchBackend(model, manifest, device, autocast, compile, start)
     if not path.is_dir():
         raise BundleError(f"{path}: no such bundle directory or checkpoint")
     if backend == "auto":
@@ -219,7 +223,7 @@ def load_backend(source: str | Path, backend: str = "auto", device: str = "auto"
         return ort_backend
     if backend == "torchscript":
         return TorchScriptBackend(path, device)
-    return _bundle_torch(path, device, compile)
+    return _bundle_torch(path, device, compile, autocast)
 
 
 def _auto_backend(device: str) -> str:

@@ -68,13 +68,14 @@ async def run_clients(server: DreamServer, clients: int, seconds: float,
 
 
 async def bench(bundle: Path, backend_name: str, device: str, counts: list[int],
-                seconds: float, encoding: str) -> dict[str, Any]:
-    backend = load_backend(bundle, backend_name, device)
+                seconds: float, encoding: str, bf16: bool = False) -> dict[str, Any]:
+    backend = load_backend(bundle, backend_name, device, autocast=True if bf16 else None)
     server = DreamServer(backend, ServerConfig(port=0, max_sessions=max(counts) + 1,
                                                max_batch=max(counts)))
     await server.start()
     try:
-        results: dict[str, Any] = {"backend": getattr(backend, "name", backend_name),
+        results: dict[str, Any] = {"backend": getattr(backend, "name", backend_name)
+                                   + (" bf16" if bf16 else ""),
                                    "device": getattr(backend, "device", device),
                                    "encoding": encoding, "runs": []}
         results["in_process_fps"] = await asyncio.to_thread(in_process_rate, backend, seconds)
@@ -119,10 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     p.add_argument("--seconds", type=float, default=5.0, help="per client count")
     p.add_argument("--encoding", default="raw", choices=["raw", "jpeg", "png"])
+    p.add_argument("--bf16", action="store_true", help="torch backend under bf16 autocast")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
     results = asyncio.run(bench(args.bundle, args.backend, args.device, args.clients,
-                                args.seconds, args.encoding))
+                                args.seconds, args.encoding, args.bf16))
     print(format_results(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
