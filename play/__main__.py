@@ -1,4 +1,5 @@
-"""``python -m play``: record real worlds and inspect recordings."""
+"""``python -m play``: play inside the dream (or the real world), record real
+worlds, inspect recordings."""
 
 from __future__ import annotations
 
@@ -48,10 +49,109 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _play(args: argparse.Namespace) -> int:
+    from play.app import HELP, Player, PlayOptions
+    from play.sources import (
+        CompareSource,
+        DreamSource,
+        FrameSource,
+        RealSource,
+        RemoteSource,
+        ReplaySource,
+    )
+
+    source: FrameSource
+    if args.command == "dream":
+        from export.runtime import load_backend
+
+        source = DreamSource(load_backend(args.bundle, args.backend, args.device), args.seed)
+    elif args.command == "remote":
+        source = RemoteSource(args.url, args.token, args.encoding)
+    elif args.command == "real":
+        from play.worlds import make_world
+
+        source = RealSource(make_world(args.world), args.seed, args.record)
+    elif args.command == "replay":
+        source = ReplaySource(args.recording)
+    else:
+        from export.runtime import load_backend
+        from play.worlds import make_world
+
+        backend = load_backend(args.bundle, args.backend, args.device)
+        world = make_world(args.world) if args.world else None
+        source = CompareSource(backend, args.recording, world)
+    options = PlayOptions(scale=args.scale, smooth=args.smooth, fullscreen=args.fullscreen,
+                          hud=not args.no_hud, dead_zone=args.dead_zone,
+                          invert_y=args.invert_y, mouse=args.mouse, fps=args.fps,
+                          max_frames=args.frames, max_seconds=args.seconds,
+                          captures=args.captures)
+    print(HELP)
+    player = Player(source, options)
+    try:
+        result = player.run()
+    finally:
+        player.close()
+    print(f"{result['frames']} frames in {result['seconds']:.1f} s: {result['fps']:.1f} "
+          f"displayed frames/s")
+    for path in player.saved:
+        print(f"saved {path}")
+    return 0
+
+
+def _player_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", type=int, default=8, help="initial window pixels per frame pixel")
+    p.add_argument("--smooth", action="store_true", help="smooth scaling (M toggles)")
+    p.add_argument("--fullscreen", action="store_true", help="start fullscreen (F11 toggles)")
+    p.add_argument("--no-hud", action="store_true", help="hide the HUD (H toggles)")
+    p.add_argument("--dead-zone", type=float, default=0.1, help="gamepad stick dead zone")
+    p.add_argument("--invert-y", action="store_true", help="invert both sticks' y axes")
+    p.add_argument("--mouse", action="store_true", help="the mouse drives the right stick")
+    p.add_argument("--fps", type=float, default=None, help="target fps (default: the model's)")
+    p.add_argument("--frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--captures", type=Path, default=Path("captures"),
+                   help="folder for screenshots (F12) and GIFs (G)")
+    p.add_argument("--seed", type=int, default=0, help="which start frame / episode seed")
+    p.set_defaults(func=_play)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m play",
-                                     description="Record real worlds and inspect recordings.")
+    parser = argparse.ArgumentParser(
+        prog="python -m play",
+        description="Play inside a learned world with a gamepad (keyboard: WASD left stick, "
+                    "arrows right stick), locally or from a dream server; record real worlds; "
+                    "inspect recordings.")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    dream = sub.add_parser("dream", help="play the model in-process (bundle or checkpoint)")
+    dream.add_argument("--bundle", type=Path, required=True,
+                       help="bundle directory (python -m export) or checkpoint .pt")
+    dream.add_argument("--backend", default="auto",
+                       choices=["auto", "torch", "torchscript", "onnxruntime"])
+    dream.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    _player_options(dream)
+    remote = sub.add_parser("remote", help="play a dream streamed by python -m serve")
+    remote.add_argument("url", help="e.g. ws://host:8765/dream")
+    remote.add_argument("--token", default=None, help="the server's token, if it needs one")
+    remote.add_argument("--encoding", default="jpeg", choices=["jpeg", "png", "raw"])
+    _player_options(remote)
+    real = sub.add_parser("real", help="play the real environment (optionally recording)")
+    real.add_argument("--world", default="doom:health_gathering", help="world id")
+    real.add_argument("--record", type=Path, default=None,
+                      help="also record what you play into this recording directory")
+    _player_options(real)
+    replay = sub.add_parser("replay", help="play a recording back")
+    replay.add_argument("recording", type=Path)
+    _player_options(replay)
+    compare = sub.add_parser("compare", help="ground truth beside the dream")
+    compare.add_argument("--bundle", type=Path, required=True)
+    compare.add_argument("--recording", type=Path, default=None,
+                         help="replay this recording's controls into the dream")
+    compare.add_argument("--world", default=None,
+                         help="or drive this real world and the dream with live sticks")
+    compare.add_argument("--backend", default="auto")
+    compare.add_argument("--device", default="auto")
+    _player_options(compare)
 
     rec = sub.add_parser(
         "record", help="record a world into a recording directory",

@@ -1,0 +1,210 @@
+"""The play loop: one pygame window that shows frames from any source and feeds
+it the sticks. It does not know where the frames come from."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from play.sources import FrameSource
+from play.sticks import StickState
+from play.worlds import require
+
+HELP = ("R reset  P pause  H HUD  F11 fullscreen  M smooth  F12 screenshot  G GIF  Esc quit; "
+        "pad: Start pause, Back reset")
+
+
+@dataclass
+class PlayOptions:
+    """Args:
+        scale: Initial window pixels per frame pixel.
+        smooth: Smooth (bilinear) scaling instead of nearest-neighbour.
+        fullscreen: Start fullscreen.
+        hud: Show the heads-up display.
+        dead_zone: Gamepad stick dead zone.
+        invert_y: Invert both sticks' y axes.
+        mouse: Mouse motion drives the right stick.
+        fps: Target frames per second (default: the source's).
+        max_frames: Stop after this many displayed frames (headless runs, tests).
+        max_seconds: Stop after this much wall time.
+        captures: Where screenshots and GIFs go.
+    """
+
+    scale: int = 8
+    smooth: bool = False
+    fullscreen: bool = False
+    hud: bool = True
+    dead_zone: float = 0.1
+    invert_y: bool = False
+    mouse: bool = False
+    fps: float | None = None
+    max_frames: int | None = None
+    max_seconds: float | None = None
+    captures: Path = field(default_factory=lambda: Path("captures"))
+
+
+class Player:
+    """Runs a source in a window until the user quits (or ``max_frames``)."""
+
+    def __init__(self, source: FrameSource, options: PlayOptions | None = None) -> None:
+        self.pygame: Any = require("pygame", "play", "pygame-ce")
+        pg = self.pygame
+        pg.init()
+        pg.joystick.init()
+        self.source, self.options = source, options or PlayOptions()
+        self.sticks = StickState(self.options.dead_zone, self.options.invert_y)
+        self.paused = False
+        self.displayed = 0
+        self.gif: list[Image.Image] | None = None
+        self.saved: list[Path] = []
+        self._font = pg.font.Font(None, 20)
+        self._screen: Any = None
+        self._rate = 0.0
+        self._mouse = np.zeros(2)
+        self.before_frame: Callable[[Player], None] | None = None  # a hook for tests
+
+    def _window(self, frame: np.ndarray) -> Any:
+        pg = self.pygame
+        if self._screen is None:
+            h, w = frame.shape[:2]
+            flags = pg.RESIZABLE | (pg.FULLSCREEN if self.options.fullscreen else 0)
+            self._screen = pg.display.set_mode((w * self.options.scale,
+                                                h * self.options.scale), flags)
+            pg.display.set_caption(f"TinyDreams: {self.source.name}")
+        return self._screen
+
+    def run(self) -> dict[str, float]:
+        pg = self.pygame
+        frame = self.source.reset()
+        clock = pg.time.Clock()
+        target = self.options.fps or self.source.fps
+        start = last = time.perf_counter()
+        running = True
+        while running:
+            if self.before_frame is not None:
+                self.before_frame(self)
+            for event in pg.event.get():
+                running = self._handle(event) and running
+                if (event.type == pg.KEYDOWN and event.key == pg.K_r) or (
+                        event.type == pg.JOYBUTTONDOWN and event.button == 6):  # Back
+                    frame = self.source.reset()
+            if not running:
+                break
+            if not self.paused:
+                new = self.source.step(self._controls())
+                if new is not None:
+                    frame = new
+                    self.displayed += 1
+                    now = time.perf_counter()
+                    self._rate = 0.9 * self._rate + 0.1 / max(now - last, 1e-6)
+                    last = now
+                    if self.gif is not None:
+                        self.gif.append(Image.fromarray(frame))
+                elif getattr(self.source, "done", False):
+                    break
+            self._draw(frame)
+            if self.options.max_frames and self.displayed >= self.options.max_frames:
+                break
+            if self.options.max_seconds and time.perf_counter() - start > self.options.max_seconds:
+                break
+            clock.tick(target)
+        if self.gif is not None:
+            self._save_gif()
+        seconds = time.perf_counter() - start
+        return {"frames": self.displayed, "seconds": seconds,
+                "fps": self.displayed / max(seconds, 1e-9)}
+
+    def _controls(self) -> np.ndarray:
+        controls = self.sticks.values()
+        if self.options.mouse:
+            self._mouse *= 0.8  # the mouse stick springs back when the mouse rests
+            if not controls[2] and not controls[3]:
+                controls[2:] = np.clip(self._mouse, -1, 1)
+        return controls
+
+    def _handle(self, event: Any) -> bool:
+        """Feed one event; False to quit."""
+        pg = self.pygame
+        if event.type == pg.QUIT:
+            return False
+        if event.type == pg.KEYDOWN:
+            key = event.key
+            if key == pg.K_ESCAPE:
+                return False
+            if key == pg.K_p:
+                self.paused = not self.paused
+            elif key == pg.K_h:
+                self.options.hud = not self.options.hud
+            elif key == pg.K_m:
+                self.options.smooth = not self.options.smooth
+            elif key == pg.K_F11:
+                pg.display.toggle_fullscreen()
+            elif key == pg.K_F12:
+                self.screenshot()
+            elif key == pg.K_g:
+                if self.gif is None:
+                    self.gif = []
+                else:
+                    self._save_gif()
+        elif event.type == pg.JOYBUTTONDOWN and event.button == 7:
+            self.paused = not self.paused
+        elif event.type == pg.MOUSEMOTION and self.options.mouse:
+            self._mouse += np.array(event.rel, float) / 50.0
+        self.sticks.handle(event)
+        return True
+
+    def _draw(self, frame: np.ndarray) -> None:
+        pg = self.pygame
+        screen = self._window(frame)
+        surface = pg.surfarray.make_surface(np.ascontiguousarray(frame.swapaxes(0, 1)))
+        scale = pg.transform.smoothscale if self.options.smooth else pg.transform.scale
+        screen.blit(scale(surface, screen.get_size()), (0, 0))
+        if self.options.hud:
+            c = self._controls()
+            parts = [f"{self._rate:4.1f} fps", *(f"{k} {v}" for k, v in
+                                                 self.source.stats().items()),
+                     f"L ({c[0]:+.2f},{c[1]:+.2f}) R ({c[2]:+.2f},{c[3]:+.2f})",
+                     "PAUSED" if self.paused else "", "GIF" if self.gif is not None else ""]
+            text = "  ".join(p for p in parts if p)
+            screen.blit(self._font.render(text, True, (255, 255, 0), (0, 0, 0)), (4, 4))
+            screen.blit(self._font.render(self.source.name, True, (200, 200, 200), (0, 0, 0)),
+                        (4, 22))
+        pg.display.flip()
+
+    def screenshot(self) -> Path:
+        """The window as a PNG in the captures folder."""
+        self.options.captures.mkdir(parents=True, exist_ok=True)
+        path = self.options.captures / time.strftime("screenshot-%Y%m%d-%H%M%S.png")
+        path = _unique(path)
+        self.pygame.image.save(self.pygame.display.get_surface(), str(path))
+        self.saved.append(path)
+        return path
+
+    def _save_gif(self) -> None:
+        frames, self.gif = self.gif or [], None
+        if not frames:
+            return
+        self.options.captures.mkdir(parents=True, exist_ok=True)
+        path = _unique(self.options.captures / time.strftime("dream-%Y%m%d-%H%M%S.gif"))
+        frames[0].save(path, save_all=True, append_images=frames[1:], loop=0,
+                       duration=round(1000 / (self.options.fps or self.source.fps)))
+        self.saved.append(path)
+
+    def close(self) -> None:
+        self.source.close()
+        self.pygame.display.quit()
+
+
+def _unique(path: Path) -> Path:
+    n = 1
+    candidate = path
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        n += 1
+    return candidate

@@ -1,0 +1,133 @@
+"""The play loop under SDL's dummy video driver, with injected events."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+pygame = pytest.importorskip("pygame", reason="needs the play extra: pip install -e '.[play]'")
+pytest.importorskip("onnxruntime", reason="needs the export extra")
+
+from export.runtime import load_backend  # noqa: E402
+from play.app import Player, PlayOptions  # noqa: E402
+from play.sources import CompareSource, DreamSource, RemoteSource, ReplaySource  # noqa: E402
+
+
+def axis(value: float, number: int = 1) -> Any:
+    return pygame.event.Event(pygame.JOYAXISMOTION, instance_id=0, joy=0, axis=number,
+                              value=value)
+
+
+def key(k: int) -> Any:
+    return pygame.event.Event(pygame.KEYDOWN, key=k, mod=0, unicode="", scancode=0)
+
+
+def run(source: Any, frames: int, tmp_path: Path, script: dict[int, list[Any]] | None = None,
+        close: bool = True) -> tuple[Player, dict[str, float]]:
+    player = Player(source, PlayOptions(fps=1000, max_frames=frames, max_seconds=60,
+                                        captures=tmp_path, scale=2))
+
+    pending = dict(script or {})
+
+    def inject(p: Player) -> None:  # each scheduled event once, at its frame
+        for event in pending.pop(p.displayed, []):
+            pygame.event.post(event)
+
+    player.before_frame = inject
+    try:
+        return player, player.run()
+    finally:
+        if close:
+            player.close()
+
+
+def last_frame(bundle: Path, stick: float, tmp_path: Path) -> np.ndarray:
+    source = DreamSource(load_backend(bundle, "onnxruntime", "cpu"))
+    frames: list[np.ndarray] = []
+    step = source.step
+    source.step = lambda c: frames.append(step(c)) or frames[-1]  # type: ignore[method-assign]
+    run(source, 10, tmp_path, {0: [axis(stick, 0)]})
+    return frames[-1]
+
+
+def test_moving_the_stick_changes_the_dream(bundle: Path, tmp_path: Path) -> None:
+    still = last_frame(bundle, 0.0, tmp_path)
+    moved = last_frame(bundle, 1.0, tmp_path)
+    assert still.shape == (16, 16, 3)
+    assert np.abs(still.astype(int) - moved.astype(int)).max() > 0
+
+
+def test_hot_plug_and_captures(bundle: Path, tmp_path: Path) -> None:
+    source = DreamSource(load_backend(bundle, "onnxruntime", "cpu"))
+    script = {
+        1: [pygame.event.Event(pygame.JOYDEVICEADDED, device_index=0, guid="x")],
+        2: [axis(0.5)], 3: [key(pygame.K_F12), key(pygame.K_g)],
+        8: [pygame.event.Event(pygame.JOYDEVICEREMOVED, instance_id=0)],
+        12: [key(pygame.K_g)],
+    }
+    player, result = run(source, 20, tmp_path, script)
+    shots = sorted(tmp_path.glob("*.png"))
+    gifs = sorted(tmp_path.glob("*.gif"))
+    assert len(shots) == 1
+    assert len(gifs) == 1
+    with Image.open(shots[0]) as img:
+        assert img.size == (32, 32)
+    with Image.open(gifs[0]) as gif:
+        assert gif.n_frames >= 5
+    assert player.sticks.pads == {}  # the removed pad is gone
+    assert result["frames"] == 20
+
+
+def test_replay_and_compare_run_to_the_end(bundle: Path, tmp_path: Path) -> None:
+    from tests.train.helpers import moving_square_recording
+
+    rec = moving_square_recording(tmp_path / "rec", episodes=1, steps=15)
+    _, result = run(ReplaySource(rec), 1000, tmp_path)
+    assert result["frames"] == 14
+    compare = CompareSource(load_backend(bundle, "onnxruntime", "cpu"), recording=rec)
+    _, result = run(compare, 1000, tmp_path)
+    assert result["frames"] == 14
+    assert len(compare.errors) == 14
+    assert all(0 <= e <= 1 for e in compare.errors)
+
+
+def test_remote_plays_and_survives_a_server_restart(bundle: Path, tmp_path: Path) -> None:
+    from serve.server import DreamServer, ServerConfig
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    def start(port: int) -> DreamServer:
+        server = DreamServer(load_backend(bundle, "onnxruntime", "cpu"),
+                             ServerConfig(port=port, fps=120.0))
+        asyncio.run_coroutine_threadsafe(server.start(), loop).result(30)
+        return server
+
+    server = start(0)
+    port = server.port
+    source = RemoteSource(f"ws://127.0.0.1:{port}/dream", encoding="raw")
+    try:
+        _, result = run(source, 100, tmp_path, close=False)
+        assert result["frames"] == 100
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
+        time.sleep(1.0)
+        assert "lost" in source.status or "connect" in source.status
+        server = start(port)
+        _, result = run(source, 50, tmp_path, close=False)
+        assert result["frames"] == 50
+        assert source.reconnects >= 1
+        assert source.status == "connected"
+    finally:
+        source.close()
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
