@@ -64,6 +64,20 @@ class ResNetBlock(nn.Module):
         return self.act2(h + self.shortcut(x))
 
 
+def resnet_stages(in_channels: int, filters: tuple[int, ...], blocks: int, activation: str,
+                  resample: Resample) -> tuple[nn.Sequential, int]:
+    """One stage per entry of ``filters``: a resampling block, then ``blocks - 1``
+    plain ones. Returns the stages and their output channels."""
+    layers: list[nn.Module] = []
+    channels = in_channels
+    for out_channels in filters:
+        layers.append(ResNetBlock(channels, out_channels, activation, resample))
+        layers.extend(ResNetBlock(out_channels, out_channels, activation)
+                      for _ in range(blocks - 1))
+        channels = out_channels
+    return nn.Sequential(*layers), channels
+
+
 class Mlp(nn.Module):
     """Linear -> activation -> dropout -> Linear -> dropout."""
 

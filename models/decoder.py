@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.blocks import ResNetBlock
+from models.blocks import resnet_stages
 
 
 class CNNDecoder(nn.Module):
@@ -26,14 +26,7 @@ class CNNDecoder(nn.Module):
                  grid: tuple[int, int], activation: str = "gelu") -> None:
         super().__init__()
         self.grid = grid
-        stages: list[nn.Module] = []
-        channels = embed_dim
-        for out_channels in filters:
-            stages.append(ResNetBlock(channels, out_channels, activation, resample="up"))
-            stages.extend(ResNetBlock(out_channels, out_channels, activation)
-                          for _ in range(blocks - 1))
-            channels = out_channels
-        self.stages = nn.Sequential(*stages)
+        self.stages, channels = resnet_stages(embed_dim, filters, blocks, activation, "up")
         self.head = nn.Conv2d(channels, 3, 3, padding=1)
         # Start near zero: an absolute model starts at mid-grey, a residual one at
         # copy-last-frame (the baseline every world model must beat), yet every

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.blocks import ResNetBlock
+from models.blocks import resnet_stages
 from models.config import WorldModelConfig
 
 
@@ -57,14 +57,10 @@ class Discriminator(nn.Module):
         self.config = config
         self.context_frames = model.context_frames
         in_channels = 3 + (3 * model.context_frames if config.conditional else 0)
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, config.filters[0], 3, padding=1)]
-        channels = config.filters[0]
-        for out_channels in config.filters:
-            layers.append(ResNetBlock(channels, out_channels, config.activation, "down"))
-            layers.extend(ResNetBlock(out_channels, out_channels, config.activation)
-                          for _ in range(config.blocks - 1))
-            channels = out_channels
-        self.features = nn.Sequential(*layers)
+        stages, channels = resnet_stages(config.filters[0], config.filters, config.blocks,
+                                         config.activation, "down")
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, config.filters[0], 3, padding=1), *stages)
         self.head = nn.Conv2d(channels, 1, 1)
         self.control_embed: nn.Linear | None = None
         if config.conditional:

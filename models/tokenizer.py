@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.blocks import Mlp, ResNetBlock, make_activation
+from models.blocks import Mlp, make_activation, resnet_stages
 
 
 def sincos_pos_embed_2d(dim: int, rows: int, cols: int) -> torch.Tensor:
@@ -54,14 +54,7 @@ class ConvTokenizer(nn.Module):
             nn.InstanceNorm2d(filters[0], affine=True),
             make_activation(activation),
         )
-        stages: list[nn.Module] = []
-        channels = filters[0]
-        for out_channels in filters:
-            stages.append(ResNetBlock(channels, out_channels, activation, resample="down"))
-            stages.extend(ResNetBlock(out_channels, out_channels, activation)
-                          for _ in range(blocks - 1))
-            channels = out_channels
-        self.stages = nn.Sequential(*stages)
+        self.stages, channels = resnet_stages(filters[0], filters, blocks, activation, "down")
         self.proj = nn.Conv2d(channels, embed_dim, 1)
         num_tokens = grid[0] * grid[1]
         self.pos_embed: nn.Parameter | None = None
