@@ -13,6 +13,7 @@ import socket
 import time
 from dataclasses import dataclass
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ log = logging.getLogger("serve")
 # Kernel send buffer per client: a few raw 64x64 frames. Beyond it a slow client's
 # frames are dropped (latest wins) rather than delivered late.
 SEND_BUFFER_BYTES = 64 * 1024
+PAGE = Path(__file__).with_name("web") / "index.html"  # the browser client, at GET /
 
 
 @dataclass
@@ -118,6 +120,10 @@ class DreamServer:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?")[0]
+        if path in ("/", "/index.html"):
+            response = connection.respond(HTTPStatus.OK, PAGE.read_text(encoding="utf-8"))
+            response.headers["Content-Type"] = "text/html; charset=utf-8"
+            return response
         if path == "/healthz":
             return connection.respond(HTTPStatus.OK, "ok\n")
         if path == "/metrics":
@@ -126,7 +132,7 @@ class DreamServer:
             response.headers["Content-Type"] = "text/plain; version=0.0.4"
             return response
         if path != "/dream":
-            return connection.respond(HTTPStatus.NOT_FOUND, "not found: try /dream\n")
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found: try / or /dream\n")
         return None
 
     # -- one connection -------------------------------------------------------
