@@ -13,7 +13,7 @@ import torch
 
 from models.device import resolve_device
 from train.config import load_config
-from train.data import StepBatches, build_datasets, to_model_inputs
+from train.data import WORKER_CONTEXT, StepBatches, build_datasets, to_model_inputs
 from train.loop import fit
 
 
@@ -26,7 +26,8 @@ def pipeline_rate(config_name: str, data: list[str], batch_size: int, batches: i
     device = resolve_device("auto")
     loader = torch.utils.data.DataLoader(
         StepBatches(train_set, batch_size, batches, seed=0), batch_size=None,
-        sampler=range(batches), num_workers=workers, pin_memory=device.type == "cuda")
+        sampler=range(batches), num_workers=workers, pin_memory=device.type == "cuda",
+        multiprocessing_context=WORKER_CONTEXT if workers > 0 else None)
     start = time.perf_counter()
     for batch in loader:
         to_model_inputs(batch, device, m.context_frames)

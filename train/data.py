@@ -24,6 +24,9 @@ from train.recording import LOG_NAME, Recording, RecordingError, load_frame, rea
 log = logging.getLogger(__name__)
 
 CACHE_DIR = ".tinydreams-cache"
+# Forking a process that runs threads (the model's, an SDL audio thread...) can
+# deadlock the child, so workers start from a clean fork server instead.
+WORKER_CONTEXT = "forkserver"
 CACHE_VERSION = 1
 
 
@@ -35,6 +38,19 @@ class Frames:
     frames: np.ndarray  # (N, 3, H, W) uint8, memory-mapped
     bad: np.ndarray  # (N,) bool: images that failed to decode
     controls: np.ndarray  # (N, control_dim) float32
+
+    # DataLoader workers start by spawning (see WORKER_CONTEXT), which pickles the
+    # dataset: send the cache's path, not a copy of every frame.
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        if isinstance(self.frames, np.memmap) and self.frames.filename:
+            state["frames"] = Path(self.frames.filename)
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        if isinstance(state["frames"], Path):
+            state["frames"] = np.load(state["frames"], mmap_mode="r")
+        self.__dict__.update(state)
 
 
 def _cache_key(directory: Path, size: tuple[int, int]) -> str:

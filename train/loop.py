@@ -26,7 +26,7 @@ from models import Discriminator, WorldModel
 from models.device import resolve_device
 from train.checkpoint import check_compatible, find_resume, load_checkpoint, save_checkpoint
 from train.config import TrainConfig
-from train.data import StepBatches, build_datasets, to_model_inputs
+from train.data import WORKER_CONTEXT, StepBatches, build_datasets, to_model_inputs
 from train.evaluate import evenly_spaced, one_step_metrics
 from train.losses import discriminator_loss, generator_loss, reconstruction_losses
 
@@ -228,7 +228,8 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
     loader = torch.utils.data.DataLoader(
         StepBatches(train_set, config.batch_size, config.steps, config.seed, ctx.rank),
         batch_size=None, sampler=range(start_step, config.steps), num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        multiprocessing_context=WORKER_CONTEXT if workers > 0 else None)
     val_idx = evenly_spaced(len(val_set), config.val_batches * config.batch_size)
 
     def autocast() -> contextlib.AbstractContextManager[Any]:

@@ -79,7 +79,8 @@ def test_batches_have_the_model_layout_and_are_reproducible(tmp_path: Path) -> N
     assert batch["controls"].shape == (5, 1, 4)
     torch.testing.assert_close(batches[7]["frames"], batch["frames"])
     loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(5, 8),
-                                         num_workers=2)
+                                         num_workers=2,
+                                         multiprocessing_context=data_module.WORKER_CONTEXT)
     from_workers = list(loader)
     torch.testing.assert_close(from_workers[2]["frames"], batch["frames"])
 
