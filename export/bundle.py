@@ -38,6 +38,11 @@ class BundleError(ValueError):
     """A bundle that cannot be used: missing, damaged, or inconsistent."""
 
 
+def to_image(frame: np.ndarray) -> np.ndarray:
+    """A model output ``(3, H, W)`` float in [0, 1] -> ``(H, W, 3)`` uint8."""
+    return (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:

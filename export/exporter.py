@@ -32,6 +32,7 @@ from export.bundle import (
 )
 from export.runtime import TorchBackend, TorchScriptBackend, manifest_for
 from models import WorldModel
+from train.recording import read_meta
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, recording: str | Path
         raise BundleError("no recording to take start frames from: pass --recording DIR")
     start = start_frames_from_recording(recordings[0], c.context_frames, (c.width, c.height),
                                         start_count)
-    meta = _recording_meta(Path(recordings[0]))
+    meta = read_meta(Path(recordings[0]))
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
     np.save(out / START_FRAMES_FILE, start)
@@ -189,12 +190,6 @@ def export_bundle(checkpoint: str | Path, out: str | Path, recording: str | Path
                           "rollout_atol": DRIFT_ATOL, **figures}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
-
-
-def _recording_meta(directory: Path) -> dict[str, Any]:
-    from train.recording import read_meta
-
-    return read_meta(directory)
 
 
 def _versions(exporter: str) -> dict[str, str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -136,11 +134,6 @@ class WorldModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-    @classmethod
-    def from_config_dict(cls, data: dict[str, Any]) -> WorldModel:
-        """Build a model from ``config.to_dict()`` output (as stored in checkpoints)."""
-        return cls(WorldModelConfig.from_dict(data))
 
 
 def _is_tracing() -> bool:

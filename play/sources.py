@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from export.bundle import to_image
 from play.record import resize
 from play.worlds import World
 from train.recording import RecordingWriter, load_frame, read_recording
@@ -37,11 +38,6 @@ class FrameSource(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def to_image(frame: np.ndarray) -> np.ndarray:
-    """``(3, H, W)`` float in [0, 1] -> ``(H, W, 3)`` uint8."""
-    return (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)
 
 
 class RealSource:

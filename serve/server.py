@@ -181,8 +181,7 @@ class DreamServer:
             await self._refuse(ws, ProtocolError("SERVER_FULL", f"all {self.config.max_sessions}"
                                                  f" sessions are taken; try later", True), 1013)
             return
-        session = Session(self.start_frames, hello, self.fps)
-        session.set_control_dim(int(self.manifest["control_dim"]))
+        session = Session(self.start_frames, hello, self.fps, int(self.manifest["control_dim"]))
         self.sessions[session.id] = session
         log.info("connect %s session %s mode %s encoding %s", peer, session.id, session.mode,
                  session.encoding)
@@ -298,7 +297,6 @@ class DreamServer:
             decoded = decode_binary(message, session.control_dim)
             if isinstance(decoded, Input):
                 session.controls, session.input_seq = decoded.controls, decoded.seq
-                session.inputs += 1
                 self.metrics.inputs_total += 1
                 if session.mode == "lockstep":
                     await self._step(session, wake)

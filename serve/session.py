@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from export.bundle import to_image
 from serve.protocol import Hello, ProtocolError, encode_frame
 
 
 def encode_payload(frame: np.ndarray, encoding: str, quality: int) -> bytes:
     """``(3, H, W)`` float in [0, 1] -> raw RGB8, JPEG or PNG bytes."""
-    rgb = (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)
+    rgb = to_image(frame)
     if encoding == "raw":
         return np.ascontiguousarray(rgb).tobytes()
     buf = io.BytesIO()
@@ -49,18 +50,19 @@ class Session:
         start_frames: ``(S, K, 3, H, W)`` uint8 contexts a dream can start from.
         hello: The client's settings.
         fps: Server default steps per second (the hello may ask for another).
+        control_dim: Controls per INPUT.
     """
 
     start_frames: np.ndarray
     hello: Hello
     fps: float
+    control_dim: int = 4
     id: str = field(default_factory=lambda: secrets.token_hex(6))
     context: np.ndarray = field(init=False)  # (K, 3, H, W) float32
     controls: np.ndarray = field(init=False)  # (control_dim,) float32
     input_seq: int = 0
     frame_index: int = 0
     dropped: int = 0
-    inputs: int = 0
     rejected: int = 0
     pending_reset: bool = True
     outbox: bytes | None = None
@@ -72,7 +74,6 @@ class Session:
         self.quality = self.hello.quality
         if self.hello.fps is not None:
             self.fps = self.hello.fps
-        self.control_dim = 0
         self.reset(self.hello.seed)
 
     @property
@@ -90,12 +91,8 @@ class Session:
             n = len(self.start_frames)
             i = (seed if seed is not None else next(self._turn)) % n
             self.context = self.start_frames[i].astype(np.float32) / 255.0
-        self.controls = np.zeros(self.control_dim or 0, np.float32)
+        self.controls = np.zeros(self.control_dim, np.float32)
         self.pending_reset = True
-
-    def set_control_dim(self, control_dim: int) -> None:
-        self.control_dim = control_dim
-        self.controls = np.zeros(control_dim, np.float32)
 
     def apply(self, next_frame: np.ndarray) -> None:
         """Roll the context window forward with the model's output."""
