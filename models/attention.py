@@ -67,7 +67,11 @@ class TransformerBlock(nn.Module):
 
     With ``cross_attention`` the block is the design's interleaved layer: the
     tokens attend to themselves, then to the context (the action token), then go
-    through the MLP, each step a residual branch.
+    through the MLP, each step a residual branch. With ``adaptive_norm`` the
+    context instead sets a shift, scale and gate for each of the two branches
+    (adaLN-Zero, as in DiT): the norms lose their own affine weights, and the
+    projection that makes the modulation starts at zero, so each block starts
+    as the identity.
 
     Args:
         dim: Token width D.
@@ -76,26 +80,61 @@ class TransformerBlock(nn.Module):
         activation: MLP activation.
         dropout: Dropout in attention and MLP.
         cross_attention: Add the cross-attention branch.
+        adaptive_norm: Modulate the norms from the context (``(B, 1, D)``).
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0,
                  activation: str = "gelu", dropout: float = 0.0,
-                 cross_attention: bool = False) -> None:
+                 cross_attention: bool = False, adaptive_norm: bool = False) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        if cross_attention and adaptive_norm:
+            raise ValueError("a block takes its context by cross-attention or adaptive norm, "
+                             "not both")
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=not adaptive_norm)
         self.attn = Attention(dim, num_heads, dropout)
         self.cross: Attention | None = None
         if cross_attention:
             self.norm_cross = nn.LayerNorm(dim)
             self.norm_context = nn.LayerNorm(dim)
             self.cross = Attention(dim, num_heads, dropout)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=not adaptive_norm)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dim, activation, dropout)
+        self.modulation: AdaptiveNorm | None = AdaptiveNorm(dim, 6) if adaptive_norm else None
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        if self.modulation is not None:
+            if context is None:
+                raise ValueError("an adaptive-norm block needs a context")
+            shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(context)
+            x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1))
+            return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
         x = x + self.attn(self.norm1(x))
         if self.cross is not None:
             if context is None:
                 raise ValueError("a cross-attention block needs a context")
             x = x + self.cross(self.norm_cross(x), self.norm_context(context))
         return x + self.mlp(self.norm2(x))
+
+
+class AdaptiveNorm(nn.Module):
+    """SiLU -> Linear from a condition ``(B, 1, D)`` to ``parts`` tensors ``(B, 1, D)``
+    (shifts, scales, gates), zero at initialisation."""
+
+    def __init__(self, dim: int, parts: int) -> None:
+        super().__init__()
+        self.parts = parts
+        self.act = nn.SiLU()
+        self.proj = nn.Linear(dim, parts * dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, cond: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.proj(self.act(cond)).chunk(self.parts, dim=-1))
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Normalised tokens ``(B, T, D)`` scaled and shifted per sample ``(B, 1, D)``."""
+    return x * (1 + scale) + shift

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Activation = Literal["gelu", "relu"]
-AttentionMode = Literal["concat", "interleaved"]
+AttentionMode = Literal["concat", "interleaved", "adaln"]
 OutputMode = Literal["absolute", "residual"]
 PosEmbed = Literal["learned", "sincos"]
 
@@ -41,13 +41,21 @@ class WorldModelConfig:
         action_hidden: Hidden width of the MLP that turns controls into the action token.
         activation: ``gelu`` or ``relu``, used everywhere.
         num_registers: Learned register tokens added to the sequence (0 for none).
-        attention_mode: ``concat`` joins the action token and registers to the image
-            tokens and self-attends over all; ``interleaved`` self-attends over image
-            tokens and registers, then cross-attends to the action token, in each layer.
+        attention_mode: How the controls reach the transformer. ``concat`` joins the
+            action token and registers to the image tokens and self-attends over all;
+            ``interleaved`` self-attends over image tokens and registers, then
+            cross-attends to the action token, in each layer; ``adaln`` keeps the action
+            out of the sequence and sets the scale, shift and gate of every norm from
+            it (adaptive LayerNorm, zero-initialised, as in DiT).
         output_mode: ``absolute`` predicts the next frame through a sigmoid;
             ``residual`` predicts a change added to the last context frame.
         pos_embed: ``learned`` or fixed 2-D ``sincos`` positional embedding.
         dropout: Dropout in attention, MLPs and after the positional embedding.
+        noise_conditioning: The model takes a third input, the level (standard
+            deviation) of the Gaussian noise added to its context frames, embedded by an
+            MLP and added to the action embedding. Training draws random levels; play
+            uses a small fixed one, so the model knows not to trust its own fed-back
+            frames too much.
         grad_checkpointing: Recompute each transformer layer in the backward pass
             to save memory (training only; outputs are unchanged).
     """
@@ -71,6 +79,7 @@ class WorldModelConfig:
     output_mode: OutputMode = "absolute"
     pos_embed: PosEmbed = "learned"
     dropout: float = 0.0
+    noise_conditioning: bool = False
     grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
@@ -127,7 +136,7 @@ class WorldModelConfig:
     def sequence_length(self) -> int:
         """Tokens the self-attention sees: image tokens, registers, and in ``concat``
         mode the action token."""
-        action = 1 if self.attention_mode == "concat" else 0
+        action = 1 if self.attention_mode == "concat" else 0  # adaln, interleaved: outside
         return self.num_image_tokens + self.num_registers + action
 
     def to_dict(self) -> dict[str, Any]:

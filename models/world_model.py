@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from models.attention import Attention, TransformerBlock
+from models.attention import AdaptiveNorm, Attention, TransformerBlock, modulate
+from models.blocks import Mlp
 from models.config import WorldModelConfig
 from models.decoder import CNNDecoder
 from models.tokenizer import ActionEmbed, ConvTokenizer
@@ -17,9 +18,11 @@ class WorldModel(nn.Module):
 
     ``forward(frames, controls)`` maps ``(B, K, 3, H, W)`` frames in [0, 1] and
     ``(B, control_dim)`` controls in [-1, 1] to the next frame ``(B, 3, H, W)`` in
-    [0, 1]. The stages are usable alone: ``tokenize(frames) -> (B, N, D)``,
-    ``embed_action(controls) -> (B, 1, D)``, ``trunk(tokens, action) -> (B, N, D)``,
-    ``decode(tokens, last_frame) -> (B, 3, H, W)``.
+    [0, 1]. A model with ``noise_conditioning`` also takes ``noise_level`` ``(B,)``,
+    the standard deviation of the noise on its context frames (zero if omitted).
+    The stages are usable alone: ``tokenize(frames) -> (B, N, D)``,
+    ``embed_action(controls, noise_level) -> (B, 1, D)``,
+    ``trunk(tokens, action) -> (B, N, D)``, ``decode(tokens, last_frame) -> (B, 3, H, W)``.
 
     Args:
         config: The architecture; ``config.to_dict()`` is all a checkpoint needs
@@ -35,18 +38,26 @@ class WorldModel(nn.Module):
             3 * c.context_frames, c.tokenizer_filters, c.tokenizer_blocks, c.embed_dim,
             c.grid_size, c.activation, c.pos_embed, c.dropout)
         self.action_embed = ActionEmbed(c.control_dim, c.action_hidden, c.embed_dim, c.activation)
+        self.noise_embed: Mlp | None = None
+        if c.noise_conditioning:
+            self.noise_embed = Mlp(1, c.action_hidden, c.embed_dim, c.activation)
         self.registers: nn.Parameter | None = None
         if c.num_registers:
             self.registers = nn.Parameter(torch.zeros(1, c.num_registers, c.embed_dim))
-        cross = c.attention_mode == "interleaved"
+        cross, adaptive = c.attention_mode == "interleaved", c.attention_mode == "adaln"
         self.blocks = nn.ModuleList(
             TransformerBlock(c.embed_dim, c.num_heads, c.mlp_ratio, c.activation, c.dropout,
-                             cross_attention=cross)
+                             cross_attention=cross, adaptive_norm=adaptive)
             for _ in range(c.depth))
-        self.norm = nn.LayerNorm(c.embed_dim)
+        self.norm = nn.LayerNorm(c.embed_dim, elementwise_affine=not adaptive)
+        # adaln: the final norm's shift and scale come from the action too (DiT's last layer).
+        self.final_modulation = AdaptiveNorm(c.embed_dim, 2) if adaptive else None
         self.decoder = CNNDecoder(c.embed_dim, c.decoder_filters, c.decoder_blocks,
                                   c.grid_size, c.activation)
         self.apply(_init_weights)
+        for module in self.modules():
+            if isinstance(module, AdaptiveNorm):
+                module.reset_parameters()  # back to zero after the generic init
         if self.registers is not None:
             nn.init.trunc_normal_(self.registers, std=0.02)
 
@@ -57,9 +68,17 @@ class WorldModel(nn.Module):
         B, K, C, H, W = frames.shape
         return self.tokenizer(frames.reshape(B, K * C, H, W))  # stack frames on channels
 
-    def embed_action(self, controls: torch.Tensor) -> torch.Tensor:
-        """``(B, control_dim)`` controls -> ``(B, 1, D)`` action token."""
-        return self.action_embed(controls)
+    def embed_action(self, controls: torch.Tensor,
+                     noise_level: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, control_dim)`` controls (and ``(B,)`` context noise levels) ->
+        ``(B, 1, D)`` action token."""
+        action = self.action_embed(controls)
+        if self.noise_embed is not None:
+            if noise_level is None:
+                noise_level = controls.new_zeros(controls.shape[0])
+            level = noise_level.to(controls.dtype).reshape(-1, 1) * NOISE_INPUT_SCALE
+            action = action + self.noise_embed(level).unsqueeze(1)
+        return action
 
     def trunk(self, tokens: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Transformer over image tokens (B, N, D) conditioned on the action token
@@ -69,7 +88,7 @@ class WorldModel(nn.Module):
         context: torch.Tensor | None = None
         if self.config.attention_mode == "concat":
             prefix.insert(0, action)
-        else:
+        else:  # interleaved: cross-attended; adaln: modulates every norm
             context = action
         x = torch.cat([*prefix, tokens], dim=1)  # (B, P + N, D)
         use_checkpoint = (self.grad_checkpointing and self.training
@@ -80,6 +99,9 @@ class WorldModel(nn.Module):
             else:
                 x = block(x, context)
         x = self.norm(x)
+        if self.final_modulation is not None:
+            shift, scale = self.final_modulation(action)
+            x = modulate(x, shift, scale)
         return x[:, x.shape[1] - N:]  # drop the action and register tokens
 
     def decode(self, tokens: torch.Tensor, last_frame: torch.Tensor) -> torch.Tensor:
@@ -93,16 +115,18 @@ class WorldModel(nn.Module):
             return (last_frame + out).clamp(0.0, 1.0)
         return torch.sigmoid(out)
 
-    def forward(self, frames: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, controls: torch.Tensor,
+                noise_level: torch.Tensor | None = None) -> torch.Tensor:
         if not _is_tracing():  # a trace would freeze these checks as constants
-            self.check_inputs(frames, controls)
+            self.check_inputs(frames, controls, noise_level)
         tokens = self.tokenize(frames)
-        tokens = self.trunk(tokens, self.embed_action(controls))
+        tokens = self.trunk(tokens, self.embed_action(controls, noise_level))
         return self.decode(tokens, frames[:, -1])
 
     # -- helpers --------------------------------------------------------------
 
-    def check_inputs(self, frames: torch.Tensor, controls: torch.Tensor) -> None:
+    def check_inputs(self, frames: torch.Tensor, controls: torch.Tensor,
+                     noise_level: torch.Tensor | None = None) -> None:
         """Raise a ``ValueError`` that names the expected shapes if the inputs are off."""
         c = self.config
         expected = (c.context_frames, 3, c.height, c.width)
@@ -118,10 +142,25 @@ class WorldModel(nn.Module):
             raise ValueError(
                 f"frames and controls must share the batch size, got {frames.shape[0]} "
                 f"and {controls.shape[0]}")
+        if noise_level is not None:
+            if not c.noise_conditioning:
+                raise ValueError("this model was not built with noise_conditioning: it takes "
+                                 "no noise_level")
+            if tuple(noise_level.shape) != (frames.shape[0],):
+                raise ValueError(f"noise_level must have shape (B,) = ({frames.shape[0]},), "
+                                 f"got {tuple(noise_level.shape)}")
         if not frames.is_floating_point() or not controls.is_floating_point():
             raise ValueError(
                 f"frames and controls must be floating point (frames in [0, 1]), got "
                 f"{frames.dtype} and {controls.dtype}")
+
+    def noise_input(self, batch: int, level: float,
+                    device: torch.device | str = "cpu") -> torch.Tensor | None:
+        """The ``noise_level`` argument for ``batch`` samples at one ``level``:
+        ``None`` for a model without noise conditioning."""
+        if not self.config.noise_conditioning:
+            return None
+        return torch.full((batch,), float(level), device=device)
 
     def set_fused_attention(self, enabled: bool) -> None:
         """Choose ``scaled_dot_product_attention`` (True) or the reference path."""
@@ -134,6 +173,11 @@ class WorldModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+# The noise MLP sees 10x the level: levels of interest (up to ~0.3 in [0, 1] pixel
+# units) then span a unit range, like the controls do.
+NOISE_INPUT_SCALE = 10.0
 
 
 def _is_tracing() -> bool:

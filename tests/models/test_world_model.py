@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from models import PRESETS, WorldModel, WorldModelConfig, preset
+from models.attention import AdaptiveNorm
 from tests.models.helpers import baby_config, random_inputs
 
 ALL_MODES = list(itertools.product(
-    ["concat", "interleaved"], [0, 4], [1, 4], ["absolute", "residual"], ["gelu", "relu"]))
+    ["concat", "interleaved", "adaln"], [0, 4], [1, 4], ["absolute", "residual"], ["gelu", "relu"]))
 
 
 @pytest.mark.parametrize(("attention", "registers", "k", "output", "activation"), ALL_MODES)
@@ -62,17 +63,22 @@ def test_controls_change_the_prediction(device: torch.device) -> None:
     assert (left - right).abs().max() > 1e-6
 
 
-@pytest.mark.parametrize(("attention", "output"), [
-    ("concat", "absolute"), ("concat", "residual"),
-    ("interleaved", "absolute"), ("interleaved", "residual")])
-def test_every_parameter_receives_a_gradient(attention: str, output: str,
+@pytest.mark.parametrize(("attention", "output", "noise"), [
+    ("concat", "absolute", False), ("concat", "residual", True),
+    ("interleaved", "absolute", True), ("interleaved", "residual", False),
+    ("adaln", "absolute", True), ("adaln", "residual", False)])
+def test_every_parameter_receives_a_gradient(attention: str, output: str, noise: bool,
                                              device: torch.device) -> None:
     config = baby_config(attention_mode=attention, output_mode=output, num_registers=2,
-                         context_frames=2)
+                         context_frames=2, noise_conditioning=noise)
     model = WorldModel(config).to(device).train()
+    for module in model.modules():  # adaLN-Zero gates start shut: open them a little,
+        if isinstance(module, AdaptiveNorm):  # as the first optimizer step would
+            torch.nn.init.normal_(module.proj.weight, std=0.05)
     frames, controls = random_inputs(config, device=device)
     target = torch.rand(2, 3, 32, 32, device=device)
-    (model(frames, controls) - target).abs().mean().backward()
+    level = torch.rand(2, device=device) * 0.2 if noise else None
+    (model(frames, controls, level) - target).abs().mean().backward()
     starved = [name for name, p in model.named_parameters()
                if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
     assert starved == []
@@ -190,3 +196,42 @@ def test_presets_have_the_documented_sizes() -> None:
     assert preset("tiny", depth=2).depth == 2
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         preset("huge")
+
+
+def test_adaln_trunk_starts_as_identity(device: torch.device) -> None:
+    # adaLN-Zero: every gate, shift and scale is zero at init, so the trunk only
+    # normalises the tokens, whatever the controls.
+    config = baby_config(attention_mode="adaln", num_registers=2)
+    model = WorldModel(config).to(device).eval()
+    frames, controls = random_inputs(config, device=device)
+    tokens = model.tokenize(frames)
+    out = model.trunk(tokens, model.embed_action(controls))
+    expected = torch.nn.functional.layer_norm(tokens, (config.embed_dim,))
+    torch.testing.assert_close(out, expected)
+
+
+def test_adaln_controls_steer_once_the_modulation_is_learned(device: torch.device) -> None:
+    config = baby_config(attention_mode="adaln")
+    model = WorldModel(config).to(device).eval()
+    for module in model.modules():
+        if isinstance(module, AdaptiveNorm):
+            torch.nn.init.normal_(module.proj.weight, std=0.05)
+    frames, _ = random_inputs(config, device=device)
+    left = model(frames, torch.tensor([[-1.0, 0, 0, 0]] * 2, device=device))
+    right = model(frames, torch.tensor([[1.0, 0, 0, 0]] * 2, device=device))
+    assert (left - right).abs().max() > 1e-6
+
+
+def test_noise_level_is_an_input_that_changes_the_prediction(device: torch.device) -> None:
+    config = baby_config(noise_conditioning=True)
+    model = WorldModel(config).to(device).eval()
+    frames, controls = random_inputs(config, device=device)
+    zero = torch.zeros(2, device=device)
+    torch.testing.assert_close(model(frames, controls), model(frames, controls, zero))
+    noisy = model(frames, controls, torch.full((2,), 0.2, device=device))
+    assert (noisy - model(frames, controls, zero)).abs().max() > 1e-6
+    with pytest.raises(ValueError, match=r"noise_level must have shape \(B,\) = \(2,\)"):
+        model(frames, controls, torch.zeros(3, device=device))
+    plain = WorldModel(baby_config()).to(device)
+    with pytest.raises(ValueError, match="not built with noise_conditioning"):
+        plain(frames, controls, zero)
