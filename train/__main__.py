@@ -13,6 +13,7 @@ EPILOG = """\
 other commands:
   python -m train eval --checkpoint RUN/latest.pt --data DIR   evaluate against copy-last-frame
   python -m train bench --data DIR                             samples/s: data pipeline vs loop
+  python -m train ablate --data DIR --val-data DIR             remedies on/off, one table
 
 examples:
   python -m train --data recordings/doom --run-dir runs/doom
@@ -140,49 +141,55 @@ def _eval(argv: list[str]) -> int:
     import torch
 
     from models.device import resolve_device
-    from train.checkpoint import model_from_checkpoint
-    from train.data import build_datasets
+    from train.checkpoint import model_from_checkpoint, play_noise_level
+    from train.data import load_frames
     from train.evaluate import evaluate, format_report
 
     p = argparse.ArgumentParser(
         prog="python -m train eval",
         description="One-step PSNR, SSIM and L1, and autoregressive rollouts (predictions fed "
                     "back) at several horizons, each beside the copy-last-frame baseline on the "
-                    "same samples. Writes eval.json, rollout.png (ground truth over dream) and "
-                    "rollout.gif.")
+                    "same samples; then a collapse check: a free-running dream under scripted "
+                    "sticks, checked for freezing, blowing out and losing detail against the "
+                    "recording's own statistics. Writes eval.json, rollout.png (ground truth "
+                    "over dream), rollout.gif, freerun.png (every 100th frame) and freerun.gif.")
     p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint (.pt)")
     p.add_argument("--data", action="append", required=True, metavar="DIR",
                    help="recording(s) to evaluate on, all of it (use held-out episodes)")
     p.add_argument("--out", type=Path, help="report directory (default: next to the checkpoint)")
-    p.add_argument("--horizons", type=int, nargs="+", default=[1, 4, 16, 64],
-                   help="rollout lengths to report (default: 1 4 16 64)")
+    p.add_argument("--horizons", type=int, nargs="+", default=[1, 4, 16, 64, 256],
+                   help="rollout lengths to report (default: 1 4 16 64 256)")
     p.add_argument("--samples", type=int, default=512, help="one-step samples")
-    p.add_argument("--rollouts", type=int, default=64, help="rollout start points")
+    p.add_argument("--rollouts", type=int, default=64,
+                   help="rollout start points per horizon (fewer beyond 64 steps)")
+    p.add_argument("--collapse-steps", type=int, default=1000,
+                   help="length of the collapse check's free-running dream (0: skip it)")
+    p.add_argument("--noise-level", type=float,
+                   help="context noise level a noise-conditioned model is told (default: the "
+                        "run's noise.play_level)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     model, state = model_from_checkpoint(args.checkpoint, ema=not args.no_ema, map_location=device)
     c = model.config
-    size = (c.width, c.height)
-    one, _, loaded = build_datasets(args.data, [], size, c.context_frames, c.control_dim, 0.0)
-    rolls, _, _ = build_datasets(args.data, [], size, c.context_frames, c.control_dim, 0.0,
-                                 horizon=max(args.horizons))
+    recordings = [load_frames(d, (c.width, c.height), c.control_dim) for d in args.data]
     out = args.out or args.checkpoint.parent / f"eval-step{state['step']}"
-    fps = float(loaded[0].recording.meta.get("fps", 8.75))
+    fps = float(recordings[0].recording.meta.get("fps", 8.75))
+    level = play_noise_level(state) if args.noise_level is None else args.noise_level
     torch.manual_seed(0)
-    report = evaluate(model, one, rolls, device, out, args.horizons, args.samples, args.rollouts,
-                      fps)
+    report = evaluate(model, recordings, device, out, args.horizons, args.samples,
+                      args.rollouts, fps, level, args.collapse_steps)
     report["checkpoint"] = {"path": str(args.checkpoint), "step": state["step"]}
     print(format_report(report))
-    print(f"report, strip and GIF in {out}")
+    print(f"report, strips and GIFs in {out}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    command = argv[0] if argv and argv[0] in ("fit", "eval", "bench") else "fit"
+    command = argv[0] if argv and argv[0] in ("fit", "eval", "bench", "ablate") else "fit"
     if argv and argv[0] == command:
         argv = argv[1:]
     from train.checkpoint import CheckpointError
@@ -191,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "eval":
             return _eval(argv)
+        if command == "ablate":
+            from train.ablation import main as ablate_main
+
+            return ablate_main(argv)
         if command == "bench":
             from train.bench import main as bench_main
 

@@ -100,6 +100,8 @@ def find_resume(run_dir: str | Path, resume: str) -> Path | None:
 def model_config_differences(saved: dict[str, Any], current: WorldModelConfig) -> list[str]:
     """``field: saved -> current`` for every field that changes the weights."""
     now = current.to_dict()
+    defaults = WorldModelConfig().to_dict()  # fields added since the checkpoint was written
+    saved = {k: saved.get(k, defaults.get(k)) for k in set(saved) | set(defaults)}
     keys = sorted((set(saved) | set(now)) - RUNTIME_FIELDS)
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
 
@@ -123,6 +125,12 @@ def model_from_checkpoint(path: str | Path, ema: bool = True,
         "model"]
     model.load_state_dict(weights)
     return model.to(map_location).eval(), state
+
+
+def play_noise_level(state: dict[str, Any]) -> float:
+    """The context noise level a checkpoint's model is told at play time (0 for
+    models without noise conditioning, or from before it existed)."""
+    return float(state["config"].get("noise", {}).get("play_level", 0.0))
 
 
 def list_steps(run_dir: str | Path) -> list[int]:

@@ -76,6 +76,72 @@ class GanConfig:
 
 
 @dataclass
+class NoiseConfig:
+    """Noise augmentation (GameNGen's): Gaussian noise on the context frames in
+    training, so the model learns to repair, not copy, imperfect context such as
+    its own fed-back predictions.
+
+    Args:
+        max_level: Each sample's level (standard deviation, in [0, 1] pixel units)
+            is drawn uniformly from [0, max_level]; 0 turns the augmentation off.
+        prob: Share of samples that get noise; the rest train at level 0.
+        play_level: The fixed level a model with ``model.noise_conditioning`` is
+            told in evaluation and play (no noise is added then). Export writes it
+            into the bundle's manifest as the default ``noise_level``.
+    """
+
+    max_level: float = 0.0
+    prob: float = 1.0
+    play_level: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.max_level < 0 or self.play_level < 0:
+            raise ValueError("noise.max_level and noise.play_level must be >= 0")
+        if not 0.0 <= self.prob <= 1.0:
+            raise ValueError(f"noise.prob must be in [0, 1], got {self.prob}")
+
+
+@dataclass
+class UnrollConfig:
+    """Multi-step training: the model's predictions are fed back as context for N
+    steps, with a loss on every step, N following a curriculum.
+
+    Args:
+        schedule: Unroll lengths of the curriculum stages, e.g. ``1,2,4,8``.
+        boundaries: Fractions of ``steps`` at which the stages after the first
+            begin, e.g. ``0.25,0.5,0.75``; empty gives each stage an equal share.
+        detach: Stop gradients between unrolled steps: cheaper, but the model no
+            longer learns how its errors compound.
+    """
+
+    schedule: tuple[int, ...] = (1,)
+    boundaries: tuple[float, ...] = ()
+    detach: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.schedule or min(self.schedule) < 1:
+            raise ValueError(f"unroll.schedule must be unroll lengths >= 1, got {self.schedule}")
+        if self.boundaries:
+            b = self.boundaries
+            if len(b) != len(self.schedule) - 1:
+                raise ValueError(f"unroll.boundaries needs {len(self.schedule) - 1} fraction(s), "
+                                 f"one per stage after the first, got {len(b)}")
+            if any(not 0 < x < 1 for x in b) or list(b) != sorted(b):
+                raise ValueError(f"unroll.boundaries must rise within (0, 1), got {b}")
+
+    @property
+    def max_length(self) -> int:
+        return max(self.schedule)
+
+    def length(self, step: int, total: int) -> int:
+        """The unroll length at ``step`` (0-based) of ``total`` steps."""
+        n = len(self.schedule)
+        starts = self.boundaries or tuple(i / n for i in range(1, n))
+        stage = sum(step >= round(f * total) for f in starts)
+        return self.schedule[stage]
+
+
+@dataclass
 class OptimConfig:
     """AdamW with linear warm-up, then cosine decay to ``min_lr_ratio * lr``."""
 
@@ -96,6 +162,8 @@ class TrainConfig:
 
     Args:
         model: The architecture (``models.WorldModelConfig``).
+        noise: Noise augmentation of the context frames.
+        unroll: Multi-step training and its curriculum.
         steps: Optimizer steps; also the length of the cosine schedule.
         max_minutes: Stop (with a checkpoint) after this much wall time; 0 = no limit.
         batch_size: Samples per step (per process under torchrun).
@@ -115,6 +183,8 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     gan: GanConfig = field(default_factory=GanConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    unroll: UnrollConfig = field(default_factory=UnrollConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     steps: int = 2000
     max_minutes: float = 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -15,8 +16,10 @@ import torch
 from PIL import Image
 
 from models import WorldModel
-from train.data import TransitionSet, to_model_inputs
+from train.data import Frames, TransitionSet, to_model_inputs, transition_rows
+from train.drift import CollapseReport, Reference, collapse_check, free_run, scripted_sticks
 from train.losses import psnr, ssim
+from train.recording import RecordingError
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +35,9 @@ def evenly_spaced(n_total: int, n: int) -> np.ndarray:
 def one_step_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray,
                      device: torch.device, batch_size: int = 64,
                      autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
-                     ) -> dict[str, float]:
-    """Mean PSNR, SSIM and L1 of one-step predictions, and of copy-last-frame."""
+                     noise_level: float = 0.0) -> dict[str, float]:
+    """Mean PSNR, SSIM and L1 of one-step predictions, and of copy-last-frame.
+    ``noise_level`` is what a noise-conditioned model is told (ignored otherwise)."""
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
@@ -42,7 +46,8 @@ def one_step_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray
         context, controls, targets = to_model_inputs(
             data.batch(indices[start:start + batch_size]), device, K)
         with autocast():
-            pred = model(context, controls[:, 0]).float()
+            pred = model(context, controls[:, 0],
+                         model.noise_input(len(context), noise_level, device)).float()
         target, last = targets[:, 0], context[:, -1]
         for name, value in (("psnr", psnr(pred, target)), ("ssim", ssim(pred, target)),
                             ("l1", (pred - target).abs().flatten(1).mean(1)),
@@ -54,13 +59,15 @@ def one_step_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray
 
 
 @torch.no_grad()
-def rollout(model: WorldModel, context: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+def rollout(model: WorldModel, context: torch.Tensor, controls: torch.Tensor,
+            noise_level: float = 0.0) -> torch.Tensor:
     """Dream ``T`` steps from true context ``(B, K, 3, H, W)`` under controls
     ``(B, T, C)``, feeding each prediction back; returns ``(B, T, 3, H, W)``."""
     frames = context
     out = []
+    level = model.noise_input(len(context), noise_level, context.device)
     for t in range(controls.shape[1]):
-        nxt = model(frames, controls[:, t]).float().clamp(0, 1)
+        nxt = model(frames, controls[:, t], level).float().clamp(0, 1)
         out.append(nxt)
         frames = torch.cat([frames[:, 1:], nxt[:, None]], dim=1)  # roll the window
     return torch.stack(out, dim=1)
@@ -68,7 +75,8 @@ def rollout(model: WorldModel, context: torch.Tensor, controls: torch.Tensor) ->
 
 @torch.no_grad()
 def rollout_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray,
-                    device: torch.device, batch_size: int = 32) -> dict[str, Any]:
+                    device: torch.device, batch_size: int = 32,
+                    noise_level: float = 0.0) -> dict[str, Any]:
     """PSNR and SSIM at every step of rollouts as long as ``data.horizon``, model
     and copy-last, averaged over the samples; ``data`` rows hold K + T frames."""
     model.eval()
@@ -78,7 +86,7 @@ def rollout_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray,
     for start in range(0, len(indices), batch_size):
         context, controls, targets = to_model_inputs(
             data.batch(indices[start:start + batch_size]), device, K)
-        dream = rollout(model, context, controls)
+        dream = rollout(model, context, controls, noise_level)
         last = context[:, -1]
         for t in range(T):
             sums["psnr"][t] += float(psnr(dream[:, t], targets[:, t]).sum())
@@ -109,38 +117,105 @@ def save_gif(truth: torch.Tensor, dream: torch.Tensor, path: Path, fps: float = 
                    duration=round(1000 / fps), loop=0)
 
 
-def evaluate(model: WorldModel, one_step: TransitionSet, rollouts: TransitionSet,
-             device: torch.device, out_dir: Path, horizons: Sequence[int] = (1, 4, 16, 64),
-             samples: int = 512, rollout_samples: int = 64, fps: float = 8.75) -> dict[str, Any]:
+def rollout_samples(horizon: int, samples: int) -> int:
+    """Rollouts at ``horizon``: ``samples`` up to 64 steps, fewer beyond, so every
+    horizon past 64 costs about as much as the 64-step one."""
+    return max(4, min(samples, math.ceil(samples * 64 / horizon)))
+
+
+def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.device,
+             out_dir: Path, horizons: Sequence[int] = (1, 4, 16, 64, 256),
+             samples: int = 512, rollouts: int = 64, fps: float = 8.75,
+             noise_level: float = 0.0, collapse_steps: int = 1000,
+             align_context: int = 1) -> dict[str, Any]:
     """The full evaluation report; writes ``eval.json``, ``rollout.png`` and
-    ``rollout.gif`` into ``out_dir``."""
+    ``rollout.gif`` (ground truth beside the dream), and for the collapse check
+    ``freerun.png`` (every 100th frame) and ``freerun.gif``, into ``out_dir``.
+
+    Args:
+        recordings: Held-out recordings, decoded (``train.data.load_frames``).
+        horizons: Rollout lengths; each is measured on its own start points, as
+            many as the recordings have segments that long.
+        samples: One-step samples.
+        rollouts: Rollout start points per horizon (fewer past 64 steps).
+        noise_level: What a noise-conditioned model is told.
+        collapse_steps: Length of the free-running dream of the collapse check
+            (0 skips it).
+        align_context: Pick targets as if the model saw this many context frames
+            (at least its own K), so models with different K are scored on the
+            very same target frames.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.to(device).eval()
-    report: dict[str, Any] = {"samples": int(min(samples, len(one_step)))}
+    K = model.config.context_frames
+
+    lead = max(K, align_context) - K  # frames of each row no model input needs
+
+    def transitions(horizon: int) -> TransitionSet:
+        return TransitionSet([(f, transition_rows(f, K + lead, horizon)[:, lead:])
+                              for f in recordings], K, horizon)
+
+    one_step = transitions(1)
+    report: dict[str, Any] = {"samples": int(min(samples, len(one_step))),
+                              "noise_level": noise_level if model.config.noise_conditioning
+                              else None}
     report["one_step"] = one_step_metrics(model, one_step, evenly_spaced(len(one_step), samples),
-                                          device)
+                                          device, noise_level=noise_level)
     report["one_step"]["psnr_gain_db"] = report["one_step"]["psnr"] - report["one_step"][
         "copy_psnr"]
-    if len(rollouts):
-        idx = evenly_spaced(len(rollouts), rollout_samples)
-        curves = rollout_metrics(model, rollouts, idx, device)
-        report["rollout_samples"] = len(idx)
-        report["rollout"] = {
-            str(h): {"psnr": curves["psnr"][h - 1], "copy_psnr": curves["copy_psnr"][h - 1],
-                     "psnr_gain_db": curves["psnr"][h - 1] - curves["copy_psnr"][h - 1],
-                     "ssim": curves["ssim"][h - 1], "copy_ssim": curves["copy_ssim"][h - 1]}
-            for h in horizons if h <= rollouts.horizon}
-        K = model.config.context_frames
-        context, controls, targets = to_model_inputs(rollouts.batch(idx[:1]), device, K)
-        dream = rollout(model, context, controls)[0]
-        show = min(16, rollouts.horizon)
-        save_strip(targets[0, :show], dream[:show], out_dir / "rollout.png")
-        save_gif(targets[0], dream, out_dir / "rollout.gif", fps=fps)
-    else:
-        log.warning("no validation segment is %d frames long: no rollout metrics",
-                    rollouts.horizon + model.config.context_frames)
+    report["rollout"] = {}
+    for h in sorted(horizons):
+        data = transitions(h)
+        if not len(data):
+            log.warning("no held-out segment is %d frames long: no %d-step rollouts", h + K, h)
+            continue
+        idx = evenly_spaced(len(data), rollout_samples(h, rollouts))
+        curves = rollout_metrics(model, data, idx, device, noise_level=noise_level)
+        report["rollout"][str(h)] = {
+            "samples": len(idx), "psnr": curves["psnr"][-1],
+            "copy_psnr": curves["copy_psnr"][-1],
+            "psnr_gain_db": curves["psnr"][-1] - curves["copy_psnr"][-1],
+            "ssim": curves["ssim"][-1], "copy_ssim": curves["copy_ssim"][-1]}
+        if h == max(x for x in horizons if x <= 64):  # the pictures: a readable length
+            context, controls, targets = to_model_inputs(data.batch(idx[:1]), device, K)
+            dream = rollout(model, context, controls, noise_level)[0]
+            save_strip(targets[0, :16], dream[:16], out_dir / "rollout.png")
+            save_gif(targets[0], dream, out_dir / "rollout.gif", fps=fps)
+    if collapse_steps > 0:
+        report["collapse"] = collapse_report(model, recordings, device, out_dir, collapse_steps,
+                                             noise_level, fps).to_dict()
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def collapse_report(model: WorldModel, recordings: Sequence[Frames], device: torch.device,
+                    out_dir: Path, steps: int = 1000, noise_level: float = 0.0,
+                    fps: float = 8.75) -> CollapseReport:
+    """Dream ``steps`` frames under scripted sticks from the first K frames of
+    the first recording, and check it against the recordings' statistics."""
+    K = model.config.context_frames
+    frames = recordings[0]
+    rows = transition_rows(frames, K)
+    if not len(rows):
+        raise RecordingError(f"{frames.recording.directory}: no {K} consecutive frames to "
+                             f"start a dream from")
+    context = torch.from_numpy(np.asarray(frames.frames[rows[0, :K]])).float().div(255.0)
+    sticks = scripted_sticks(steps, model.config.control_dim)
+    dream = free_run(model, context[None].to(device), sticks, noise_level)
+    ref = Reference.from_frames(
+        np.concatenate([np.asarray(f.frames) for f in recordings]),
+        np.concatenate([f.controls for f in recordings]))
+    result = collapse_check(dream, sticks, ref)
+    every = torch.from_numpy(dream[::100])
+    strip = torch.cat(list(every), dim=2).mul(255).round().byte().permute(1, 2, 0).numpy()
+    img = Image.fromarray(strip)
+    img.resize((img.width * 2, img.height * 2), Image.Resampling.NEAREST).save(
+        out_dir / "freerun.png")
+    gif = [Image.fromarray((f.transpose(1, 2, 0) * 255).round().astype(np.uint8)).resize(
+        (f.shape[2] * 3, f.shape[1] * 3), Image.Resampling.NEAREST) for f in dream[::2]]
+    gif[0].save(out_dir / "freerun.gif", save_all=True, append_images=gif[1:],
+                duration=round(2000 / fps), loop=0)
+    return result
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -152,5 +227,8 @@ def format_report(report: dict[str, Any]) -> str:
     for h, r in report.get("rollout", {}).items():
         lines.append(f"{'rollout ' + h:<14}{r['psnr']:>9.2f} {r['copy_psnr']:>10.2f}  "
                      f"{r['psnr_gain_db']:>+7.2f} dB   (SSIM {r['ssim']:.3f} vs "
-                     f"{r['copy_ssim']:.3f}; {report['rollout_samples']} rollouts)")
+                     f"{r['copy_ssim']:.3f}; {r['samples']} rollouts)")
+    if "collapse" in report:
+        c = report["collapse"]
+        lines.append(CollapseReport(**{k: v for k, v in c.items() if k != "passed"}).summary())
     return "\n".join(lines)

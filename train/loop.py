@@ -25,15 +25,15 @@ from torch import nn
 from models import Discriminator, WorldModel
 from models.device import resolve_device
 from train.checkpoint import check_compatible, find_resume, load_checkpoint, save_checkpoint
-from train.config import TrainConfig
+from train.config import NoiseConfig, TrainConfig
 from train.data import WORKER_CONTEXT, StepBatches, build_datasets, to_model_inputs
 from train.evaluate import evenly_spaced, one_step_metrics
 from train.losses import discriminator_loss, generator_loss, reconstruction_losses
 
 log = logging.getLogger(__name__)
 
-CSV_FIELDS = ["step", "seconds", "lr", "loss", "l1", "sobel", "fft", "ssim", "gan_g", "gan_d",
-              "samples_per_s", "val_psnr", "val_copy_psnr", "val_ssim", "val_l1"]
+CSV_FIELDS = ["step", "seconds", "lr", "unroll", "loss", "l1", "sobel", "fft", "ssim", "gan_g",
+              "gan_d", "samples_per_s", "val_psnr", "val_copy_psnr", "val_ssim", "val_l1"]
 
 
 def _rank_device(name: str, local_rank: int) -> torch.device:
@@ -92,6 +92,49 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         (no_decay if p.ndim < 2 or "pos_embed" in name or "registers" in name else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
+
+
+def noise_levels(noise: NoiseConfig, batch: int, generator: torch.Generator,
+                 device: torch.device) -> torch.Tensor:
+    """Per-sample context noise levels ``(B,)``: uniform in [0, max_level] for a
+    share ``prob`` of the samples, 0 for the rest."""
+    u = torch.rand(batch, generator=generator, device=device)
+    on = torch.rand(batch, generator=generator, device=device) < noise.prob
+    return torch.where(on, u * noise.max_level, torch.zeros_like(u))
+
+
+def unrolled_loss(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
+                  targets: torch.Tensor, config: TrainConfig, steps: int,
+                  generator: torch.Generator,
+                  ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Predict ``steps`` frames, feeding each prediction back into the rolling
+    window of K context frames; returns the loss terms averaged over the steps
+    and the first prediction.
+
+    With noise augmentation on, every step's window (true frames and fed-back
+    predictions alike) gets fresh noise at a per-sample level, and a
+    noise-conditioned model is told the level.
+    """
+    noise, conditioned = config.noise, config.model.noise_conditioning
+    window, first = context, None
+    terms: dict[str, torch.Tensor] = {}
+    for t in range(steps):
+        level = None
+        seen = window
+        if noise.max_level > 0:
+            level = noise_levels(noise, window.shape[0], generator, window.device)
+            jitter = torch.randn(window.shape, generator=generator, device=window.device)
+            seen = window + jitter * level.view(-1, 1, 1, 1, 1)
+        pred = net(seen, controls[:, t], level if conditioned else None)
+        step_terms = reconstruction_losses(pred, targets[:, t], config.loss)
+        for k, v in step_terms.items():
+            terms[k] = terms[k] + v / steps if k in terms else v / steps
+        first = pred if first is None else first
+        if t + 1 < steps:
+            fed = pred.detach() if config.unroll.detach else pred
+            window = torch.cat([window[:, 1:], fed.float()[:, None]], dim=1)
+    assert first is not None
+    return terms, first
 
 
 @dataclass
@@ -171,12 +214,17 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
     if ctx.main:  # rank 0 builds any frame cache; the others then find it
         train_set, val_set, _ = build_datasets(
             config.data.recordings, config.data.val_recordings, size, m.context_frames,
-            m.control_dim, config.data.val_fraction, config.data.cache_dir, progress=on_cache)
+            m.control_dim, config.data.val_fraction, config.data.cache_dir,
+            horizon=config.unroll.max_length, progress=on_cache)
     ctx.barrier()
     if not ctx.main:
         train_set, val_set, _ = build_datasets(
             config.data.recordings, config.data.val_recordings, size, m.context_frames,
-            m.control_dim, config.data.val_fraction, config.data.cache_dir)
+            m.control_dim, config.data.val_fraction, config.data.cache_dir,
+            horizon=config.unroll.max_length)
+    if m.noise_conditioning and config.noise.max_level == 0 and ctx.main:
+        log.warning("model.noise_conditioning is on but noise.max_level is 0: the model "
+                    "only ever sees level 0")
 
     model = WorldModel(m).to(device)
     ema = EMA(model, config.optim.ema_decay) if config.optim.ema_decay > 0 else None
@@ -260,9 +308,13 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
         for step in range(start_step, config.steps):
             context, controls, targets = to_model_inputs(next(batches), device, K)
             gan_on = disc is not None and step >= config.gan.start_step
+            unroll = config.unroll.length(step, config.steps)
+            # Seeded by (seed, step, rank): a resumed run draws the same noise.
+            generator = torch.Generator(device).manual_seed(
+                (config.seed * 1_000_003 + step) * 64 + ctx.rank)
             with autocast():
-                pred = net(context, controls[:, 0])
-                terms = reconstruction_losses(pred, targets[:, 0], config.loss)
+                terms, pred = unrolled_loss(net, context, controls, targets, config, unroll,
+                                            generator)
                 loss = terms["total"]
                 if gan_on and disc is not None:
                     cond = config.gan.conditional
@@ -295,7 +347,7 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
             row: dict[str, float] = {}
             if done % config.log_every == 0 or done == config.steps:
                 now = time.monotonic()
-                row = {"step": done, "seconds": now - started,
+                row = {"step": done, "seconds": now - started, "unroll": unroll,
                        "lr": float(scheduler.get_last_lr()[0]), "loss": float(loss.detach()),
                        "samples_per_s": window_samples / max(now - window_start, 1e-9),
                        **{k: float(v.detach()) for k, v in terms.items() if k != "total"}}
@@ -306,7 +358,7 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
             is_best = False
             if len(val_idx) and (done % config.eval_every == 0 or last):
                 val = one_step_metrics(eval_model, val_set, val_idx, device, config.batch_size,
-                                       autocast)
+                                       autocast, config.noise.play_level)
                 row.update({"step": done, "val_psnr": val["psnr"],
                             "val_copy_psnr": val["copy_psnr"], "val_ssim": val["ssim"],
                             "val_l1": val["l1"]})

@@ -1,0 +1,237 @@
+"""The remedies for long dreams: the unroll curriculum, multi-step training with
+fed-back predictions, noise augmentation, and the collapse check."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from models import WorldModel
+from tests.train.helpers import baby_config, moving_square_recording
+from train.checkpoint import load_checkpoint, model_from_checkpoint
+from train.config import UnrollConfig
+from train.drift import Reference, collapse_check, frame_stats, free_run, scripted_sticks
+from train.loop import fit, unrolled_loss
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_curriculum_stages_split_the_run_evenly_or_at_the_boundaries() -> None:
+    even = UnrollConfig(schedule=(1, 2, 4, 8))
+    assert [even.length(s, 100) for s in (0, 24, 25, 49, 50, 74, 75, 99)] == [
+        1, 1, 2, 2, 4, 4, 8, 8]
+    assert even.max_length == 8
+    custom = UnrollConfig(schedule=(1, 2, 4), boundaries=(0.4, 0.7))
+    assert [custom.length(s, 10) for s in range(10)] == [1, 1, 1, 1, 2, 2, 2, 4, 4, 4]
+    assert UnrollConfig().length(123, 200) == 1
+    with pytest.raises(ValueError, match="needs 2 fraction"):
+        UnrollConfig(schedule=(1, 2, 4), boundaries=(0.5,))
+    with pytest.raises(ValueError, match="must rise within"):
+        UnrollConfig(schedule=(1, 2, 4), boundaries=(0.7, 0.4))
+    with pytest.raises(ValueError, match="lengths >= 1"):
+        UnrollConfig(schedule=(0, 2))
+
+
+class Spy(nn.Module):
+    """Records each call's inputs; predicts the last context frame plus 0.1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+        self.calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+
+    def forward(self, frames: torch.Tensor, controls: torch.Tensor,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        self.calls.append((frames.detach().clone(), controls.clone(), noise))
+        return (frames[:, -1] + 0.1) * self.scale
+
+
+def test_unroll_feeds_predictions_back_into_the_window(tmp_path: Path) -> None:
+    config = baby_config(tmp_path, **{"model.context_frames": 3})
+    spy = Spy()
+    context = torch.rand(2, 3, 3, 16, 16)
+    controls = torch.rand(2, 4, 4)
+    targets = torch.rand(2, 4, 3, 16, 16)
+    terms, first = unrolled_loss(spy, context, controls, targets, config, 4,
+                                 torch.Generator().manual_seed(0))
+    assert len(spy.calls) == 4
+    for t, (frames, ctrl, noise) in enumerate(spy.calls):
+        assert noise is None  # no noise configured
+        torch.testing.assert_close(ctrl, controls[:, t])
+        # The window holds 3 - t true frames, then the t predictions so far.
+        true = context[:, t:] if t < 3 else context[:, :0]
+        torch.testing.assert_close(frames[:, :true.shape[1]], true)
+        for j in range(t):
+            slot = 3 - t + j
+            if slot >= 0:
+                torch.testing.assert_close(frames[:, slot], context[:, -1] + 0.1 * (j + 1))
+    torch.testing.assert_close(first, context[:, -1] + 0.1)
+    expected = np.mean([float((context[:, -1] + 0.1 * (t + 1) - targets[:, t]).abs().mean())
+                        for t in range(4)])
+    assert float(terms["l1"].detach()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_detach_cuts_the_gradient_between_steps(tmp_path: Path) -> None:
+    grads = {}
+    for detach in (False, True):
+        config = baby_config(tmp_path, **{"unroll.detach": detach, "loss.sobel": 0.0})
+        spy = Spy()
+        context = torch.full((1, 1, 3, 4, 4), 0.5)
+        targets = torch.zeros(1, 2, 3, 4, 4)
+        terms, _ = unrolled_loss(spy, context, torch.zeros(1, 2, 4), targets, config, 2,
+                                 torch.Generator().manual_seed(0))
+        terms["total"].backward()
+        grads[detach] = float(spy.scale.grad)
+    # Through the window, step 2's prediction is 0.6 * scale ** 2 + 0.1 * scale.
+    assert grads[False] == pytest.approx(0.5 * (0.6 + (2 * 0.6 + 0.1)))
+    assert grads[True] == pytest.approx(0.5 * (0.6 + 0.7))
+
+
+def test_noise_reaches_the_frames_and_its_level_the_model(tmp_path: Path) -> None:
+    config = baby_config(tmp_path, **{"model.noise_conditioning": True,
+                                      "noise.max_level": 0.2})
+    spy = Spy()
+    context = torch.full((64, 1, 3, 8, 8), 0.5)
+    unrolled_loss(spy, context, torch.zeros(64, 2, 4), torch.zeros(64, 2, 3, 8, 8), config, 2,
+                  torch.Generator().manual_seed(0))
+    for t, (frames, _, level) in enumerate(spy.calls):
+        assert level is not None
+        assert level.shape == (64,)
+        assert float(level.min()) >= 0
+        assert float(level.max()) <= 0.2
+        assert float(level.std()) > 0.03  # drawn per sample
+        if t == 0:  # later windows also hold predictions made from noisy input
+            measured = (frames[:, -1] - 0.5).flatten(1).std(dim=1)
+            np.testing.assert_allclose(measured, level, atol=0.04)
+    config = baby_config(tmp_path, **{"model.noise_conditioning": True, "noise.max_level": 0.2,
+                                      "noise.prob": 0.0})
+    spy = Spy()
+    unrolled_loss(spy, context, torch.zeros(64, 1, 4), torch.zeros(64, 1, 3, 8, 8), config, 1,
+                  torch.Generator().manual_seed(0))
+    frames, _, level = spy.calls[0]
+    assert level is not None
+    assert float(level.abs().max()) == 0
+    torch.testing.assert_close(frames, context)
+
+
+def test_multistep_noisy_training_with_amp_and_checkpointing_resumes_exactly(
+        tmp_path: Path) -> None:
+    rec = moving_square_recording(tmp_path / "rec")
+    settings = {"model.context_frames": 2, "model.noise_conditioning": True,
+                "noise.max_level": 0.1, "noise.play_level": 0.02, "unroll.schedule": "1,2,3",
+                "model.grad_checkpointing": True, "precision": "bf16", "steps": 6,
+                "checkpoint_every": 3, "eval_every": 100}
+    config = baby_config(rec, **settings)
+    straight = fit(config, tmp_path / "straight", "never")
+    assert [r["unroll"] for r in straight.history] == [1, 1, 2, 2, 3, 3]
+
+    def stop(step: int, row: dict[str, float]) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, tmp_path / "resumed", "never", on_step=stop)
+    fit(config, tmp_path / "resumed", "auto")
+    a = load_checkpoint(tmp_path / "straight" / "latest.pt")["model"]
+    b = load_checkpoint(tmp_path / "resumed" / "latest.pt")["model"]
+    for k in a:  # the same noise and the same batches after the resume
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def constant_model(config: Any) -> WorldModel:
+    """A deliberately broken model: every prediction is the same grey image."""
+    model = WorldModel(config)
+
+    def forward(frames: torch.Tensor, controls: torch.Tensor,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.full_like(frames[:, -1], 0.4)
+
+    model.forward = forward  # type: ignore[method-assign]
+    return model
+
+
+@pytest.fixture(scope="module")
+def doom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """600 steps of real ViZDoom health_gathering under the wander policy."""
+    pytest.importorskip("vizdoom", reason="needs the envs extra: pip install -e '.[envs]'")
+    from play.policies import WanderPolicy
+    from play.record import record
+    from play.worlds import make_world
+
+    out = tmp_path_factory.mktemp("doom") / "rec"
+    world = make_world("doom:health_gathering")
+    try:
+        record(world, WanderPolicy(seed=3), out, 600, size=(64, 64), seed=3)
+    finally:
+        world.close()
+    return out
+
+
+def test_collapse_check_passes_the_recording_and_flags_a_constant_model(doom: Path) -> None:
+    from train.data import load_frames
+
+    frames = load_frames(doom, (64, 64))
+    real = np.asarray(frames.frames, np.float32) / 255.0
+    ref = Reference.from_frames(frames.frames, frames.controls)
+    assert ref.change > 0.005
+    assert ref.detail > 0.01
+    itself = collapse_check(real, frames.controls, ref)
+    assert itself.passed, itself.summary()
+
+    config = baby_config(doom).model.replace(height=64, width=64)
+    broken = constant_model(config)
+    sticks = scripted_sticks(200)
+    context = torch.from_numpy(real[:1])[None]
+    dream = free_run(broken, context, sticks)
+    report = collapse_check(dream, sticks, ref)
+    assert not report.passed
+    assert report.freeze_step is not None
+    assert report.freeze_step <= 20
+    assert report.detail_step is not None
+    assert report.detail_step <= 20
+    assert "FAILED" in report.summary()
+
+    # A frozen copy of a real frame keeps its detail and brightness: only the freeze fires.
+    typical = int(np.argsort(frame_stats(real)["detail"])[len(real) // 2])
+    still = np.repeat(real[typical:typical + 1], 200, axis=0)
+    report = collapse_check(still, sticks, ref)
+    assert report.freeze_step == 16
+    assert report.blowout_step is None
+    assert report.detail_step is None
+
+    # A dream that washes out to white blows out.
+    washed = np.clip(real[:200] + np.linspace(0, 1, 200)[:, None, None, None], 0, 1)
+    report = collapse_check(washed.astype(np.float32), frames.controls[:200], ref)
+    assert report.blowout_step is not None
+
+
+def test_eval_cli_reports_rollouts_and_the_collapse_check(tmp_path: Path) -> None:
+    rec = moving_square_recording(tmp_path / "rec", episodes=2, steps=30)
+    config = baby_config(rec, **{"model.context_frames": 2, "model.noise_conditioning": True,
+                                 "noise.max_level": 0.1, "noise.play_level": 0.03,
+                                 "unroll.schedule": "1,2"})
+    fit(config, tmp_path / "run")
+    result = subprocess.run(
+        [sys.executable, "-m", "train", "eval", "--checkpoint", str(tmp_path / "run/latest.pt"),
+         "--data", str(rec), "--out", str(tmp_path / "eval"), "--horizons", "1", "4", "16",
+         "--collapse-steps", "40", "--rollouts", "8", "--device", "cpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "rollout 16" in result.stdout
+    assert "collapse check over 40 free-running steps" in result.stdout
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["noise_level"] == 0.03
+    assert set(report["rollout"]) == {"1", "4", "16"}
+    assert report["collapse"]["steps"] == 40
+    for name in ("rollout.png", "rollout.gif", "freerun.png", "freerun.gif"):
+        assert (tmp_path / "eval" / name).stat().st_size > 0
+    model, _ = model_from_checkpoint(tmp_path / "run" / "latest.pt")
+    assert model.config.noise_conditioning

@@ -1,0 +1,213 @@
+"""``python -m train ablate``: train the same preset with each stability remedy on
+and off, and with each way of feeding in the controls, on the same recording
+and the same compute budget, then print one table.
+
+Fair budgets: the runs differ in cost per step (an unroll of N steps costs
+about N one-step steps), so each run's step count is set from a short timing
+of its own one-step cost on this machine, before anything is trained: every
+run then gets the same minutes of compute, yet counts steps, so the results
+do not depend on what else the machine does while they train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models import WorldModel
+from models.device import resolve_device
+from train.config import TrainConfig, load_config
+from train.loop import autocast_dtype, unrolled_loss
+
+log = logging.getLogger(__name__)
+
+# The remedies, as config overrides (what the "all remedies" run uses).
+REMEDIES: dict[str, Any] = {
+    "model.context_frames": 4,
+    "model.noise_conditioning": True, "noise.max_level": 0.1, "noise.play_level": 0.02,
+    "unroll.schedule": "1,2,4", "unroll.boundaries": "0.4,0.7",
+}
+NO_CONTEXT = {"model.context_frames": 1}
+NO_NOISE = {"model.noise_conditioning": False, "noise.max_level": 0.0, "noise.play_level": 0.0}
+NO_UNROLL = {"unroll.schedule": "1", "unroll.boundaries": ""}
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "baseline": {**NO_CONTEXT, **NO_NOISE, **NO_UNROLL},
+    "all-remedies": {**REMEDIES},
+    "no-context": {**REMEDIES, **NO_CONTEXT},
+    "no-noise": {**REMEDIES, **NO_NOISE},
+    "no-multistep": {**REMEDIES, **NO_UNROLL},
+    "interleaved": {**REMEDIES, "model.attention_mode": "interleaved"},
+    "adaln": {**REMEDIES, "model.attention_mode": "adaln"},
+}
+
+
+def mean_unroll(config: TrainConfig) -> float:
+    """Average unroll length over the run (the curriculum's weighted mean)."""
+    total = 1000
+    return sum(config.unroll.length(s, total) for s in range(total)) / total
+
+
+def seconds_per_unit(config: TrainConfig, repeats: int = 4) -> float:
+    """Seconds of one optimizer step with a one-step unroll, on random inputs,
+    as ``config`` trains (device, precision, batch size)."""
+    device = resolve_device(config.device)
+    m = config.model
+    model = WorldModel(m).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    amp = autocast_dtype(config.precision, device)
+    B = config.batch_size
+    context = torch.rand(B, m.context_frames, 3, m.height, m.width, device=device)
+    controls = torch.rand(B, 1, m.control_dim, device=device) * 2 - 1
+    targets = torch.rand(B, 1, 3, m.height, m.width, device=device)
+    generator = torch.Generator(device).manual_seed(0)
+    times = []
+    for i in range(repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            terms, _ = unrolled_loss(model, context, controls, targets, config, 1, generator)
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i:  # the first step warms up
+            times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def plan(base: TrainConfig, names: list[str], minutes: float) -> dict[str, TrainConfig]:
+    """Each variant's config, its steps set so it costs ``minutes`` here."""
+    configs = {}
+    for name in names:
+        config = base.replace(VARIANTS[name])
+        unit = seconds_per_unit(config)
+        steps = max(20, int(60 * minutes / (unit * mean_unroll(config))))
+        configs[name] = config.replace({
+            "steps": steps, "max_minutes": 0, "optim.warmup_steps": max(5, steps // 20),
+            "eval_every": max(1, steps // 4), "checkpoint_every": max(1, steps // 4)})
+        log.info("%s: %.3f s per one-step step, mean unroll %.2f -> %d steps", name, unit,
+                 mean_unroll(config), steps)
+    return configs
+
+
+def table(results: dict[str, dict[str, Any]], horizons: list[int]) -> str:
+    """The ablation as a Markdown table: PSNR (dB) at each horizon, and the gain
+    over copy-last-frame on the same samples."""
+    head = ["run", "K", "noise", "unroll", "controls", "steps", "1-step"] + [
+        f"{h}-step" for h in horizons if h > 1]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in results.items():
+        c = r["config"]
+        unroll = "→".join(str(n) for n in c["unroll"]["schedule"])
+        noise = f"≤{c['noise']['max_level']:g} (play {c['noise']['play_level']:g})" if c[
+            "model"]["noise_conditioning"] else "off"
+        cells = [name, str(c["model"]["context_frames"]), noise, unroll,
+                 c["model"]["attention_mode"], str(r["steps"])]
+        one = r["eval"]["one_step"]
+        cells.append(f"{one['psnr']:.2f} ({one['psnr_gain_db']:+.2f})")
+        for h in horizons:
+            if h > 1:
+                roll = r["eval"]["rollout"].get(str(h))
+                cells.append("–" if roll is None else
+                             f"{roll['psnr']:.2f} ({roll['psnr_gain_db']:+.2f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    copy = next(iter(results.values()))["eval"]
+    lines.append("| copy-last-frame | | | | | | " + " | ".join(
+        [f"{copy['one_step']['copy_psnr']:.2f}"] + [
+            f"{copy['rollout'][str(h)]['copy_psnr']:.2f}" for h in horizons
+            if h > 1 and str(h) in copy["rollout"]]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    from tqdm import tqdm
+
+    from train.checkpoint import model_from_checkpoint, play_noise_level
+    from train.data import load_frames
+    from train.evaluate import evaluate, format_report
+    from train.loop import fit
+
+    p = argparse.ArgumentParser(
+        prog="python -m train ablate",
+        description="Train one preset with each remedy for long dreams on and off (context "
+                    "frames, noise augmentation, multi-step training) and with each way of "
+                    "feeding the controls (concat, interleaved, adaln), all on the same data "
+                    "and the same compute budget; evaluate each on held-out data and print one "
+                    "table. Finished runs are reused when the command is run again.")
+    p.add_argument("--data", action="append", required=True, metavar="DIR",
+                   help="training recording (repeatable)")
+    p.add_argument("--val-data", action="append", required=True, metavar="DIR",
+                   help="held-out recording to evaluate on (repeatable)")
+    p.add_argument("--config", default="tiny", help="base TOML preset (default: tiny)")
+    p.add_argument("--minutes", type=float, default=7.0,
+                   help="compute budget of each run on this machine (default: 7)")
+    p.add_argument("--out", type=Path, default=Path("runs/ablation"),
+                   help="directory of the runs and the table (default: runs/ablation)")
+    p.add_argument("--only", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS),
+                   help="run only these variants")
+    p.add_argument("--horizons", type=int, nargs="+", default=[1, 4, 16, 64, 256])
+    p.add_argument("--precision", default="bf16", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--collapse-steps", type=int, default=1000,
+                   help="collapse check length for the all-remedies run (0: skip)")
+    args = p.parse_args(argv)
+
+    base = load_config(args.config, {"data.recordings": args.data,
+                                     "data.val_recordings": args.val_data,
+                                     "precision": args.precision})
+    args.out.mkdir(parents=True, exist_ok=True)
+    plan_path = args.out / "plan.json"
+    planned = json.loads(plan_path.read_text()) if plan_path.is_file() else {}
+    todo = [n for n in args.only if n not in planned]
+    if todo:  # time every variant first, on a quiet machine, then keep the plan
+        for name, config in plan(base, todo, args.minutes).items():
+            planned[name] = config.to_dict()
+        plan_path.write_text(json.dumps(planned, indent=2) + "\n")
+    device = resolve_device(base.device)
+    max_k = max(int(planned[n]["model"]["context_frames"]) for n in args.only)
+    val = None
+    results: dict[str, dict[str, Any]] = {}
+    for name in args.only:
+        config = TrainConfig.from_dict(planned[name])
+        run = args.out / name
+        report_path = run / "eval" / "eval.json"
+        if not report_path.is_file():
+            bar = tqdm(total=config.steps, desc=name, unit="step")
+
+            def on_step(step: int, row: dict[str, float], bar: Any = bar) -> None:
+                bar.n = step
+                bar.refresh()
+
+            started = time.monotonic()
+            fit(config, run, on_step=on_step)
+            bar.close()
+            log.info("%s trained in %.1f min", name, (time.monotonic() - started) / 60)
+            model, state = model_from_checkpoint(run / "latest.pt", map_location=device)
+            c = model.config
+            if val is None or val[0] != (c.width, c.height):
+                val = ((c.width, c.height),
+                       [load_frames(d, (c.width, c.height), c.control_dim)
+                        for d in args.val_data])
+            report = evaluate(model, val[1], device, run / "eval", args.horizons,
+                              rollouts=64, noise_level=play_noise_level(state),
+                              collapse_steps=args.collapse_steps if name == "all-remedies"
+                              else 0, align_context=max_k)
+            report["steps"] = state["step"]
+            report_path.write_text(json.dumps(report, indent=2) + "\n")
+            print(f"\n{name}\n{format_report(report)}", flush=True)
+        report = json.loads(report_path.read_text())
+        results[name] = {"config": planned[name], "steps": report["steps"], "eval": report}
+    text = table(results, args.horizons)
+    (args.out / "ablation.md").write_text(text + "\n")
+    (args.out / "ablation.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(text)
+    print(f"runs, reports and the table in {args.out}")
+    return 0
