@@ -9,6 +9,9 @@
     weights.pt         the state dict (EMA weights when the checkpoint has them)
     start_frames.npy   (S, K, 3, H, W) uint8 contexts to start a dream from
 
+A model trained with noise conditioning takes a third input, ``noise_level``
+``(B,)``; the manifest's ``noise_level`` is the value to give it when playing.
+
 Only numpy and the standard library here, so an ONNX-only player can read it.
 """
 
@@ -30,6 +33,7 @@ WEIGHTS_FILE = "weights.pt"
 START_FRAMES_FILE = "start_frames.npy"
 # The model's inputs and outputs, named and shaped in one place.
 INPUTS = ("frames", "controls")  # (B, K, 3, H, W) float32 in [0, 1]; (B, control_dim)
+NOISE_INPUT = "noise_level"  # (B,) float32: a noise-conditioned model's third input
 OUTPUTS = ("next_frame",)  # (B, 3, H, W) float32 in [0, 1]
 BATCH_AXIS = "batch"
 
@@ -100,6 +104,21 @@ def load_start_frames(bundle: str | Path, manifest: dict[str, Any]) -> np.ndarra
         raise BundleError(f"{path}: start frames are {frames.shape} {frames.dtype}, the manifest "
                           f"says (S, {', '.join(map(str, want))}) uint8")
     return frames
+
+
+def noise_conditioned(manifest: dict[str, Any]) -> bool:
+    """Whether the bundle's model takes the ``noise_level`` input."""
+    return bool(manifest.get("model", {}).get("noise_conditioning", False))
+
+
+def model_inputs(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """The model's input names, in order."""
+    return (*INPUTS, NOISE_INPUT) if noise_conditioned(manifest) else INPUTS
+
+
+def default_noise_level(manifest: dict[str, Any]) -> float:
+    """The context noise level the model is told when the caller gives none."""
+    return float(manifest.get("noise_level") or 0.0)
 
 
 def check_io_shapes(path: Path, manifest: dict[str, Any], frames_shape: list[Any],

@@ -18,7 +18,6 @@ import torch
 from export.bundle import (
     BATCH_AXIS,
     FORMAT,
-    INPUTS,
     MANIFEST,
     ONNX_FILE,
     OUTPUTS,
@@ -28,6 +27,7 @@ from export.bundle import (
     WEIGHTS_FILE,
     BundleError,
     file_entry,
+    model_inputs,
     sha256_file,
 )
 from export.runtime import TorchBackend, TorchScriptBackend, manifest_for
@@ -44,12 +44,14 @@ class ParityError(BundleError):
     """An exported model disagrees with eager PyTorch beyond the tolerance."""
 
 
-def export_onnx(model: WorldModel, path: Path, example: tuple[torch.Tensor, torch.Tensor]) -> str:
+def export_onnx(model: WorldModel, path: Path, example: tuple[torch.Tensor, ...]) -> str:
     """ONNX with a dynamic batch axis, checked by ``onnx.checker``; returns the
     exporter used. The dynamo exporter (opset 18+) first; the TorchScript-based
-    one at opset 17 if it fails."""
+    one at opset 17 if it fails. ``example`` holds one tensor per input: frames,
+    controls, and for a noise-conditioned model the noise levels."""
     import onnx
 
+    inputs = model_inputs({"model": model.config.to_dict()})
     batch = torch.export.Dim(BATCH_AXIS, min=1, max=4096)
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # chatty optimizer passes
     how = "dynamo"
@@ -57,22 +59,26 @@ def export_onnx(model: WorldModel, path: Path, example: tuple[torch.Tensor, torc
         warnings.simplefilter("ignore")
         try:
             # One self-contained file: the bundle hashes and ships files, not folders.
-            torch.onnx.export(model, example, str(path), dynamo=True, input_names=list(INPUTS),
+            torch.onnx.export(model, example, str(path), dynamo=True, input_names=list(inputs),
                               output_names=list(OUTPUTS), optimize=True, external_data=False,
-                              dynamic_shapes={"frames": {0: batch}, "controls": {0: batch}})
+                              dynamic_shapes=_dynamic_batch(inputs, batch))
         except Exception as err:  # the dynamo exporter fails in many ways; fall back
             log.warning("dynamo ONNX export failed (%s); using the TorchScript exporter", err)
             how = "torchscript-opset17"
-            axes = {name: {0: BATCH_AXIS} for name in (*INPUTS, *OUTPUTS)}
+            axes = {name: {0: BATCH_AXIS} for name in (*inputs, *OUTPUTS)}
             torch.onnx.export(model, example, str(path), dynamo=False, opset_version=17,
-                              input_names=list(INPUTS), output_names=list(OUTPUTS),
+                              input_names=list(inputs), output_names=list(OUTPUTS),
                               dynamic_axes=axes)
     onnx.checker.check_model(str(path), full_check=True)
     return how
 
 
-def export_torchscript(model: WorldModel, path: Path,
-                       example: tuple[torch.Tensor, torch.Tensor]) -> None:
+def _dynamic_batch(inputs: Sequence[str], batch: Any) -> dict[str, dict[int, Any]]:
+    """Dynamic shapes by forward()'s argument names (noise_level is optional there)."""
+    return {name: {0: batch} for name in ("frames", "controls", "noise_level")[:len(inputs)]}
+
+
+def export_torchscript(model: WorldModel, path: Path, example: tuple[torch.Tensor, ...]) -> None:
     """Traced (the batch axis stays dynamic), frozen, saved."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # trace's deprecation and tracer warnings
@@ -99,17 +105,20 @@ def max_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def parity(eager: Any, other: Any, start: np.ndarray, control_dim: int, seed: int = 0,
-           batches: Sequence[int] = (1, 8), rollout_steps: int = 16) -> dict[str, float]:
+           batches: Sequence[int] = (1, 8), rollout_steps: int = 16,
+           noise: bool = False) -> dict[str, float]:
     """Max abs difference to eager at each batch size, and after a rollout in
-    which each backend feeds back its own predictions."""
+    which each backend feeds back its own predictions. With ``noise``, the
+    batches also carry random noise levels (the rollout uses the default)."""
     rng = np.random.default_rng(seed)
     out: dict[str, float] = {}
     for b in batches:
         idx = rng.integers(0, len(start), b)
         frames = start[idx].astype(np.float32) / 255.0
         controls = rng.uniform(-1, 1, (b, control_dim)).astype(np.float32)
-        out[f"batch{b}_max_abs"] = max_diff(eager.step(frames, controls),
-                                            other.step(frames, controls))
+        level = rng.uniform(0, 0.3, b).astype(np.float32) if noise else None
+        out[f"batch{b}_max_abs"] = max_diff(eager.step(frames, controls, level),
+                                            other.step(frames, controls, level))
     a = b_ = start[:1].astype(np.float32) / 255.0
     worst = 0.0
     for _ in range(rollout_steps):
@@ -138,7 +147,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, recording: str | Path
     without one is not a bundle, so a failed or interrupted export is never
     mistaken for a good one.
     """
-    from train.checkpoint import model_from_checkpoint
+    from train.checkpoint import model_from_checkpoint, play_noise_level
 
     checkpoint, out = Path(checkpoint), Path(out)
     model, state = model_from_checkpoint(checkpoint, ema=use_ema)
@@ -156,8 +165,10 @@ def export_bundle(checkpoint: str | Path, out: str | Path, recording: str | Path
     (out / MANIFEST).unlink(missing_ok=True)
     np.save(out / START_FRAMES_FILE, start)
     torch.save(model.state_dict(), out / WEIGHTS_FILE)
-    example = (torch.from_numpy(start[:2].astype(np.float32) / 255.0),
-               torch.zeros(2, c.control_dim))
+    example: tuple[torch.Tensor, ...] = (
+        torch.from_numpy(start[:2].astype(np.float32) / 255.0), torch.zeros(2, c.control_dim))
+    if c.noise_conditioning:
+        example = (*example, torch.full((2,), 0.05))
     exporter = export_onnx(model, out / ONNX_FILE, example)
     export_torchscript(model, out / TORCHSCRIPT_FILE, example)
 
@@ -165,9 +176,9 @@ def export_bundle(checkpoint: str | Path, out: str | Path, recording: str | Path
                                                         WEIGHTS_FILE, START_FRAMES_FILE)}
     manifest = manifest_for(
         c, control_names=meta.get("control_names"), fps=meta.get("fps"),
-        world=meta.get("world"))
+        world=meta.get("world"), noise_level=play_noise_level(state))
     manifest.update({"format": FORMAT, "version": VERSION, "files": files,
-                     "io": {"inputs": list(INPUTS), "outputs": list(OUTPUTS),
+                     "io": {"inputs": list(model_inputs(manifest)), "outputs": list(OUTPUTS),
                             "batch_axis": BATCH_AXIS},
                      "weights": "ema" if use_ema and state.get("ema") is not None else "raw",
                      "checkpoint": {"path": str(checkpoint), "step": state["step"],
@@ -178,9 +189,11 @@ def export_bundle(checkpoint: str | Path, out: str | Path, recording: str | Path
         eager = TorchBackend(model, manifest, "cpu", autocast=False)
         from export.onnx_runtime import OnnxBackend
 
-        figures = {"onnxruntime": parity(eager, OnnxBackend(out, "cpu"), start, c.control_dim),
+        noise = c.noise_conditioning
+        figures = {"onnxruntime": parity(eager, OnnxBackend(out, "cpu"), start, c.control_dim,
+                                         noise=noise),
                    "torchscript": parity(eager, TorchScriptBackend(out, "cpu"), start,
-                                         c.control_dim)}
+                                         c.control_dim, noise=noise)}
         for name, f in figures.items():
             check_parity(name, f)
     except BaseException:

@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 
 from export.bundle import (
-    INPUTS,
     ONNX_FILE,
     OUTPUTS,
     BundleError,
     check_io_shapes,
+    default_noise_level,
     load_start_frames,
+    model_inputs,
     read_manifest,
     verify_file,
 )
@@ -31,7 +32,9 @@ class OnnxBackend:
 
     ``step(frames, controls)`` takes ``(B, K, 3, H, W)`` frames in [0, 1] and
     ``(B, control_dim)`` controls as numpy arrays (or anything ``np.asarray``
-    takes) and returns the next frames ``(B, 3, H, W)`` float32.
+    takes) and returns the next frames ``(B, 3, H, W)`` float32. A
+    noise-conditioned model also gets ``noise_level``: a number or ``(B,)``
+    levels, by default the manifest's ``noise_level``.
 
     Args:
         bundle: The bundle directory.
@@ -75,9 +78,11 @@ class OnnxBackend:
         log.info("onnxruntime: running %s on %s", path, self.provider)
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
-        if tuple(inputs) != INPUTS or tuple(outputs) != OUTPUTS:
+        self.inputs = model_inputs(self.manifest)
+        if tuple(inputs) != self.inputs or tuple(outputs) != OUTPUTS:
             raise BundleError(f"{path}: inputs {list(inputs)} and outputs {outputs}, expected "
-                              f"{list(INPUTS)} and {list(OUTPUTS)}")
+                              f"{list(self.inputs)} and {list(OUTPUTS)} (the manifest's "
+                              f"model.noise_conditioning decides the third input)")
         check_io_shapes(path, self.manifest, inputs["frames"], inputs["controls"])
         self.device = "cuda" if self.provider != "CPUExecutionProvider" else "cpu"
 
@@ -85,20 +90,22 @@ class OnnxBackend:
         """``(S, K, 3, H, W)`` uint8 contexts to start a dream from."""
         return load_start_frames(self.bundle, self.manifest)
 
-    def step(self, frames: Any, controls: Any) -> Any:
+    def step(self, frames: Any, controls: Any, noise_level: Any = None) -> Any:
         as_torch = type(frames).__module__.startswith("torch")
         if as_torch:  # torch is imported already if we were handed its tensors
             device = frames.device
             frames, controls = frames.detach().cpu().numpy(), controls.detach().cpu().numpy()
+            if type(noise_level).__module__.startswith("torch"):
+                noise_level = noise_level.detach().cpu().numpy()
         out = self._run(np.ascontiguousarray(frames, dtype=np.float32),
-                        np.ascontiguousarray(controls, dtype=np.float32))
+                        np.ascontiguousarray(controls, dtype=np.float32), noise_level)
         if as_torch:
             import torch
 
             return torch.from_numpy(out).to(device)
         return out
 
-    def _run(self, f: np.ndarray, c: np.ndarray) -> np.ndarray:
+    def _run(self, f: np.ndarray, c: np.ndarray, noise_level: Any = None) -> np.ndarray:
         m = self.manifest
         want = (m["context_frames"], 3, m["height"], m["width"])
         if f.ndim != 5 or f.shape[1:] != want:
@@ -107,5 +114,10 @@ class OnnxBackend:
         if c.shape != (f.shape[0], m["control_dim"]):
             raise ValueError(f"controls must have shape ({f.shape[0]}, {m['control_dim']}), "
                              f"got {c.shape}")
-        out: np.ndarray = self.session.run(None, {"frames": f, "controls": c})[0]
+        feed = {"frames": f, "controls": c}
+        if len(self.inputs) == 3:
+            level = default_noise_level(m) if noise_level is None else noise_level
+            feed[self.inputs[2]] = np.broadcast_to(
+                np.asarray(level, np.float32), (f.shape[0],)).copy()
+        out: np.ndarray = self.session.run(None, feed)[0]
         return out

@@ -17,7 +17,9 @@ from export.bundle import (
     WEIGHTS_FILE,
     BundleError,
     check_io_shapes,
+    default_noise_level,
     load_start_frames,
+    noise_conditioned,
     read_manifest,
     verify_file,
 )
@@ -37,9 +39,11 @@ class Backend(Protocol):
         """``cpu`` or ``cuda``: where the model runs."""
         ...
 
-    def step(self, frames: Any, controls: Any) -> Any:
+    def step(self, frames: Any, controls: Any, noise_level: Any = None) -> Any:
         """``(B, K, 3, H, W)`` frames in [0, 1] and ``(B, control_dim)`` controls ->
-        next frames ``(B, 3, H, W)``; numpy in, numpy out; torch in, torch out."""
+        next frames ``(B, 3, H, W)``; numpy in, numpy out; torch in, torch out.
+        ``noise_level`` (a number or ``(B,)``) reaches a noise-conditioned model;
+        by default the manifest's ``noise_level``; other models ignore it."""
         ...
 
     def start_frames(self) -> np.ndarray:
@@ -69,17 +73,24 @@ class _TorchStep:
     def device(self) -> str:
         return self._device.type
 
-    def _run(self, frames: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+    def _run(self, frames: torch.Tensor, controls: torch.Tensor,
+             noise_level: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
-    def step(self, frames: Any, controls: Any) -> Any:
+    def step(self, frames: Any, controls: Any, noise_level: Any = None) -> Any:
         as_numpy = not isinstance(frames, torch.Tensor)
         f = torch.as_tensor(np.asarray(frames) if as_numpy else frames, dtype=torch.float32)
         c = torch.as_tensor(np.asarray(controls) if as_numpy else controls, dtype=torch.float32)
+        level = None
+        if noise_conditioned(self.manifest):
+            if noise_level is None:
+                noise_level = default_noise_level(self.manifest)
+            level = torch.as_tensor(noise_level, dtype=torch.float32).to(
+                self._device).expand(f.shape[0]).contiguous()
         with torch.inference_mode(), torch.autocast(self._device.type, dtype=self._autocast,
                                                     enabled=self._autocast is not None):
             out = self._run(f.to(self._device, non_blocking=True),
-                            c.to(self._device, non_blocking=True)).float()
+                            c.to(self._device, non_blocking=True), level).float()
         return out.cpu().numpy() if as_numpy else out
 
     def start_frames(self) -> np.ndarray:
@@ -105,8 +116,9 @@ class TorchBackend(_TorchStep):
         self._net: Any = torch.compile(self.model) if compile else self.model
         self._start = start_frames
 
-    def _run(self, frames: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
-        return self._net(frames, controls)
+    def _run(self, frames: torch.Tensor, controls: torch.Tensor,
+             noise_level: torch.Tensor | None) -> torch.Tensor:
+        return self._net(frames, controls, noise_level)
 
     def start_frames(self) -> np.ndarray:
         if self._start is None:
@@ -133,8 +145,11 @@ class TorchScriptBackend(_TorchStep):
             raise BundleError(f"{path}: TorchScript cannot load it ({err})") from None
         _probe(self, path)
 
-    def _run(self, frames: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
-        return self.module(frames, controls)
+    def _run(self, frames: torch.Tensor, controls: torch.Tensor,
+             noise_level: torch.Tensor | None) -> torch.Tensor:
+        if noise_level is None:
+            return self.module(frames, controls)
+        return self.module(frames, controls, noise_level)
 
     def start_frames(self) -> np.ndarray:
         return load_start_frames(self.bundle, self.manifest)
@@ -174,7 +189,8 @@ def _bundle_torch(bundle: Path, device: str, compile: bool,
 
 
 def load_backend(source: str | Path, backend: str = "auto", device: str = "auto",
-                 compile: bool = False, autocast: bool | None = None) -> Backend:
+                 compile: bool = False, autocast: bool | None = None,
+                 noise_level: float | None = None) -> Backend:
     """A model ready to step, from a bundle directory or a training checkpoint.
 
     Args:
@@ -187,7 +203,23 @@ def load_backend(source: str | Path, backend: str = "auto", device: str = "auto"
         autocast: Run the torch backend under bf16 autocast (default: on CUDA
             only). On CPUs with AMX it is about twice as fast at batch 8 and
             approximate (about 1e-2 from float32).
+        noise_level: The context noise level a noise-conditioned model is told
+            (default: the manifest's, which is the training run's
+            ``noise.play_level``).
     """
+    loaded = _load(source, backend, device, compile, autocast)
+    if noise_level is not None:
+        if not noise_conditioned(loaded.manifest):
+            raise ValueError(f"{source}: this model was trained without noise conditioning; "
+                             f"a noise level does not apply to it")
+        if noise_level < 0:
+            raise ValueError(f"the noise level must be >= 0, got {noise_level}")
+        loaded.manifest["noise_level"] = float(noise_level)
+    return loaded
+
+
+def _load(source: str | Path, backend: str, device: str, compile: bool,
+          autocast: bool | None) -> Backend:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     path = Path(source)
@@ -195,10 +227,11 @@ def load_backend(source: str | Path, backend: str = "auto", device: str = "auto"
         if backend not in ("auto", "torch"):
             raise ValueError(f"{path} is a checkpoint: only the torch backend runs it; export "
                              f"a bundle (python -m export) for {backend}")
-        from train.checkpoint import model_from_checkpoint
+        from train.checkpoint import model_from_checkpoint, play_noise_level
 
         model, state = model_from_checkpoint(path)
         manifest = manifest_for(model.config, fps=state["config"].get("fps"),
+                                noise_level=play_noise_level(state),
                                 checkpoint={"path": str(path), "step": state["step"]})
         data = state["config"]["data"]
         start = None

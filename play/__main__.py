@@ -64,7 +64,8 @@ def _play(args: argparse.Namespace) -> int:
     if args.command == "dream":
         from export.runtime import load_backend
 
-        source = DreamSource(load_backend(args.bundle, args.backend, args.device), args.seed)
+        source = DreamSource(load_backend(args.bundle, args.backend, args.device,
+                                          noise_level=args.noise_level), args.seed)
     elif args.command == "remote":
         source = RemoteSource(args.url, args.token, args.encoding)
     elif args.command == "real":
@@ -77,7 +78,8 @@ def _play(args: argparse.Namespace) -> int:
         from export.runtime import load_backend
         from play.worlds import make_world
 
-        backend = load_backend(args.bundle, args.backend, args.device)
+        backend = load_backend(args.bundle, args.backend, args.device,
+                               noise_level=args.noise_level)
         world = make_world(args.world) if args.world else None
         source = CompareSource(backend, args.recording, world)
     options = PlayOptions(scale=args.scale, smooth=args.smooth, fullscreen=args.fullscreen,
@@ -96,6 +98,12 @@ def _play(args: argparse.Namespace) -> int:
     for path in player.saved:
         print(f"saved {path}")
     return 0
+
+
+def _noise_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--noise-level", type=float, default=None,
+                   help="context noise level a noise-conditioned model is told (default: the "
+                        "bundle's, from training's noise.play_level)")
 
 
 def _player_options(p: argparse.ArgumentParser) -> None:
@@ -129,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     dream.add_argument("--backend", default="auto",
                        choices=["auto", "torch", "torchscript", "onnxruntime"])
     dream.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    _noise_option(dream)
     _player_options(dream)
     remote = sub.add_parser("remote", help="play a dream streamed by python -m serve")
     remote.add_argument("url", help="e.g. ws://host:8765/dream")
@@ -151,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                          help="or drive this real world and the dream with live sticks")
     compare.add_argument("--backend", default="auto")
     compare.add_argument("--device", default="auto")
+    _noise_option(compare)
     _player_options(compare)
 
     rec = sub.add_parser(

@@ -26,6 +26,9 @@ def server_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true",
                    help="torch backend: bf16 autocast on the CPU too (approximate; on CPUs "
                         "with AMX about twice the frames/s at batch 8)")
+    p.add_argument("--noise-level", type=float, default=None,
+                   help="context noise level a noise-conditioned model is told (default: the "
+                        "bundle's, from training's noise.play_level)")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to bind (default loopback; 0.0.0.0 to let others in)")
     p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
@@ -48,7 +51,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from serve.server import DreamServer, ServerConfig
 
     backend = load_backend(args.bundle, args.backend, args.device,
-                           autocast=True if args.bf16 else None)
+                           autocast=True if args.bf16 else None, noise_level=args.noise_level)
     config = ServerConfig(host=args.host, port=args.port,
                           token=args.token or os.environ.get("TINYDREAMS_TOKEN") or None,
                           origins=args.origin, max_sessions=args.max_sessions,

@@ -26,7 +26,9 @@ def _seed() -> None:
 
 @pytest.fixture(scope="session")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real (baby) bundle, trained two steps and exported."""
+    """A real (baby) bundle, trained two steps and exported: K = 3 context frames
+    and noise conditioning, so every serve and play test runs rolling windows
+    and the extra noise_level input."""
     pytest.importorskip("onnxruntime", reason="needs the export extra")
     from export.exporter import export_bundle
     from tests.train.helpers import baby_config, moving_square_recording
@@ -34,6 +36,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("serve-bundle")
     rec = moving_square_recording(root / "rec")
-    fit(baby_config(rec, steps=2), root / "run")
+    fit(baby_config(rec, steps=2, **{"model.context_frames": 3, "model.noise_conditioning": True,
+                                     "noise.max_level": 0.1, "noise.play_level": 0.02}),
+        root / "run")
     export_bundle(root / "run" / "latest.pt", root / "bundle")
     return root / "bundle"

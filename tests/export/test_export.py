@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import torch
 from export.bundle import MANIFEST, ONNX_FILE, BundleError, read_manifest
 from export.exporter import export_bundle
 from export.runtime import load_backend
+from models import WorldModel
 from tests.train.helpers import baby_config, moving_square_recording
 from train.checkpoint import model_from_checkpoint
 from train.loop import fit
@@ -23,10 +25,14 @@ pytest.importorskip("onnxscript", reason="needs the export extra: pip install -e
 
 ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = {
-    "concat-registers-k4": {"model.attention_mode": "concat", "model.num_registers": 4,
-                            "model.context_frames": 4, "model.output_mode": "residual"},
+    # Noise conditioning, trained with noise and a 1 -> 2 unroll: a third ONNX input.
+    "concat-registers-k4-noise": {
+        "model.attention_mode": "concat", "model.num_registers": 4, "model.context_frames": 4,
+        "model.output_mode": "residual", "model.noise_conditioning": True,
+        "noise.max_level": 0.2, "noise.play_level": 0.05, "unroll.schedule": "1,2"},
     "interleaved-registers-k4": {"model.attention_mode": "interleaved",
                                  "model.num_registers": 4, "model.context_frames": 4},
+    "adaln-k2": {"model.attention_mode": "adaln", "model.context_frames": 2},
 }
 
 
@@ -42,6 +48,20 @@ def make_bundle(root: Path, **model: object) -> tuple[Path, Path]:
 def exported(request: pytest.FixtureRequest,
              tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_bundle(tmp_path_factory.mktemp(request.param), **VARIANTS[request.param])
+
+
+def eager(model: WorldModel, manifest: dict[str, Any], frames: np.ndarray,
+          controls: np.ndarray, level: Any = None) -> np.ndarray:
+    """Eager PyTorch's answer, told the manifest's noise level unless given one."""
+    if level is None:
+        noise = model.noise_input(len(frames), manifest.get("noise_level") or 0.0)
+    else:
+        noise = torch.as_tensor(level, dtype=torch.float32) if model.config.noise_conditioning \
+            else None
+    with torch.no_grad():
+        out: np.ndarray = model(torch.from_numpy(frames), torch.from_numpy(controls),
+                                noise).numpy()
+    return out
 
 
 def inputs(manifest: dict[str, object], batch: int, seed: int = 0) -> tuple[np.ndarray, ...]:
@@ -61,11 +81,15 @@ def test_every_backend_matches_eager(exported: tuple[Path, Path], backend: str,
     model, _ = model_from_checkpoint(checkpoint)
     runner = load_backend(bundle, backend, "cpu")
     frames, controls = inputs(runner.manifest, batch)
-    with torch.no_grad():
-        expected = model(torch.from_numpy(frames), torch.from_numpy(controls)).numpy()
+    expected = eager(model, runner.manifest, frames, controls)
     out = runner.step(frames, controls)
     assert out.shape == (batch, 3, 16, 16)
     np.testing.assert_allclose(out, expected, atol=1e-4, rtol=0)
+    if model.config.noise_conditioning:  # the third input, at levels other than the default
+        levels = np.linspace(0.0, 0.3, batch).astype(np.float32)
+        np.testing.assert_allclose(runner.step(frames, controls, levels),
+                                   eager(model, runner.manifest, frames, controls, levels),
+                                   atol=1e-4, rtol=0)
     as_torch = runner.step(torch.from_numpy(frames), torch.from_numpy(controls))
     assert isinstance(as_torch, torch.Tensor)  # torch in, torch out
 
@@ -114,8 +138,7 @@ assert "torch" not in sys.modules and "models" not in sys.modules
                             text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     model, _ = model_from_checkpoint(checkpoint)
-    with torch.no_grad():
-        expected = model(torch.from_numpy(frames), torch.from_numpy(controls)).numpy()
+    expected = eager(model, read_manifest(bundle), frames, controls)
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-4, rtol=0)
 
 
@@ -190,3 +213,24 @@ def test_a_checkpoint_runs_with_start_frames_from_its_recording(
     assert start.shape[1:] == (runner.manifest["context_frames"], 3, 16, 16)
     with pytest.raises(ValueError, match="only the torch backend"):
         load_backend(checkpoint, "onnxruntime")
+
+
+def test_noise_conditioning_is_a_third_input_with_the_play_level_as_default(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    _checkpoint, bundle = make_bundle(tmp_path_factory.mktemp("noise"),
+                                     **VARIANTS["concat-registers-k4-noise"])
+    manifest = read_manifest(bundle)
+    assert manifest["io"]["inputs"] == ["frames", "controls", "noise_level"]
+    assert manifest["noise_level"] == 0.05
+    assert manifest["parity"]["onnxruntime"]["batch8_max_abs"] <= 1e-4
+    runner = load_backend(bundle, "onnxruntime", "cpu")
+    assert [i.name for i in runner.session.get_inputs()] == manifest["io"]["inputs"]
+    frames, controls = inputs(manifest, 4, seed=3)
+    default = runner.step(frames, controls)
+    np.testing.assert_array_equal(default, runner.step(frames, controls, 0.05))
+    assert np.abs(default - runner.step(frames, controls, 0.3)).max() > 1e-6
+    plain_manifest = json.loads((bundle / MANIFEST).read_text())
+    plain_manifest["model"]["noise_conditioning"] = False  # a manifest that lies about it
+    (bundle / MANIFEST).write_text(json.dumps(plain_manifest))
+    with pytest.raises(BundleError, match="noise_conditioning decides the third input"):
+        load_backend(bundle, "onnxruntime", "cpu")

@@ -67,6 +67,27 @@ def test_moving_the_stick_changes_the_dream(bundle: Path, tmp_path: Path) -> Non
     assert np.abs(still.astype(int) - moved.astype(int)).max() > 0
 
 
+def test_dream_source_rolls_a_window_of_k_frames(bundle: Path) -> None:
+    backend = load_backend(bundle, "onnxruntime", "cpu")
+    seen: list[np.ndarray] = []
+    step = backend.step
+    backend.step = lambda f, c: seen.append(f.copy()) or step(f, c)  # type: ignore[method-assign]
+    source = DreamSource(backend)
+    first = source.reset()
+    start = backend.start_frames()[0].astype(np.float32) / 255.0  # (K, 3, H, W)
+    np.testing.assert_array_equal(first, (start[-1] * 255 + 0.5).astype(np.uint8).transpose(
+        1, 2, 0))
+    outputs = [source.step(np.array([0.5, 0, 0, 0], np.float32)) for _ in range(4)]
+    assert [w.shape for w in seen] == [(1, 3, 3, 16, 16)] * 4
+    np.testing.assert_array_equal(seen[0][0], start)
+    np.testing.assert_array_equal(seen[1][0, :2], start[1:])  # the window slid by one
+    np.testing.assert_array_equal(seen[2][0, 0], start[2])
+    for t in range(1, 4):  # the newest slot holds the last image shown
+        shown = (np.clip(seen[t][0, -1], 0, 1) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)
+        np.testing.assert_array_equal(shown, outputs[t - 1])
+    np.testing.assert_array_equal(seen[3][0, 0], seen[2][0, 1])
+
+
 def test_hot_plug_and_captures(bundle: Path, tmp_path: Path) -> None:
     source = DreamSource(load_backend(bundle, "onnxruntime", "cpu"))
     script = {

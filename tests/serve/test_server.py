@@ -67,6 +67,33 @@ async def test_hello_welcome_first_frame_and_lockstep(server: DreamServer,
     await client.close()
 
 
+async def test_each_session_rolls_its_own_window_of_k_frames(server: DreamServer,
+                                                            bundle: Path) -> None:
+    # A mirror of the dream, stepped here with the same backend: the server's
+    # frames match only if it slides the K = 3 window exactly like this.
+    mirror = load_backend(bundle, "onnxruntime", "cpu")
+    assert mirror.manifest["context_frames"] == 3
+    a = await DreamClient.connect(url(server), mode="lockstep", seed=1)
+    b = await DreamClient.connect(url(server), mode="lockstep", seed=2)
+    windows = {c: mirror.start_frames()[seed][None].astype(np.float32) / 255.0
+               for c, seed in ((a, 1), (b, 2))}
+    for c in (a, b):
+        await c.frame()
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        for c in (a, b):
+            sticks = rng.uniform(-1, 1, 4).astype(np.float32)
+            got = decode_image(await c.step(sticks.tolist())).astype(int)
+            nxt = mirror.step(windows[c], sticks[None])
+            windows[c] = np.concatenate([windows[c][:, 1:], nxt[:, None]], axis=1)
+            expected = (np.clip(nxt[0], 0, 1) * 255 + 0.5).astype(int).transpose(1, 2, 0)
+            assert np.abs(got - expected).max() <= 1
+    session = next(s for s in server.sessions.values() if s.hello.seed == 1)
+    np.testing.assert_allclose(session.context, windows[a][0], atol=1e-5)
+    await a.close()
+    await b.close()
+
+
 async def test_realtime_steps_at_the_fps_with_the_latest_controls(server: DreamServer) -> None:
     client = await DreamClient.connect(url(server), mode="realtime", fps=40)
     await client.frame()
