@@ -54,6 +54,8 @@ def export_onnx(model: WorldModel, path: Path, example: tuple[torch.Tensor, ...]
     inputs = model_inputs({"model": model.config.to_dict()})
     batch = torch.export.Dim(BATCH_AXIS, min=1, max=4096)
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # chatty optimizer passes
+    # "torchvision is not installed. Skipping torchvision::nms": we do not use it.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     how = "dynamo"
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")

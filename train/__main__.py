@@ -14,6 +14,7 @@ other commands:
   python -m train eval --checkpoint RUN/latest.pt --data DIR   evaluate against copy-last-frame
   python -m train bench --data DIR                             samples/s: data pipeline vs loop
   python -m train ablate --data DIR --val-data DIR             remedies on/off, one table
+  python -m train config-docs > docs/configuration.md          the configuration reference
 
 examples:
   python -m train --data recordings/doom --run-dir runs/doom
@@ -189,7 +190,8 @@ def _eval(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    command = argv[0] if argv and argv[0] in ("fit", "eval", "bench", "ablate") else "fit"
+    commands = ("fit", "eval", "bench", "ablate", "config-docs")
+    command = argv[0] if argv and argv[0] in commands else "fit"
     if argv and argv[0] == command:
         argv = argv[1:]
     from train.checkpoint import CheckpointError
@@ -198,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "eval":
             return _eval(argv)
+        if command == "config-docs":
+            from train.config_docs import generate
+
+            print(generate(), end="")
+            return 0
         if command == "ablate":
             from train.ablation import main as ablate_main
 

@@ -54,48 +54,64 @@ def mean_unroll(config: TrainConfig) -> float:
     return sum(config.unroll.length(s, total) for s in range(total)) / total
 
 
-def seconds_per_unit(config: TrainConfig, repeats: int = 4) -> float:
-    """Seconds of one optimizer step with a one-step unroll, on random inputs,
-    as ``config`` trains (device, precision, batch size)."""
-    device = resolve_device(config.device)
-    m = config.model
-    model = WorldModel(m).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    amp = autocast_dtype(config.precision, device)
-    B = config.batch_size
-    context = torch.rand(B, m.context_frames, 3, m.height, m.width, device=device)
-    controls = torch.rand(B, 1, m.control_dim, device=device) * 2 - 1
-    targets = torch.rand(B, 1, 3, m.height, m.width, device=device)
-    generator = torch.Generator(device).manual_seed(0)
-    times = []
-    for i in range(repeats + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+class _UnitTimer:
+    """Times one optimizer step with a one-step unroll of a config's model, on
+    random inputs, as the config trains (device, precision, batch size)."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        m = config.model
+        self.model = WorldModel(m).to(self.device).train()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.amp = autocast_dtype(config.precision, self.device)
+        B, d = config.batch_size, self.device
+        self.context = torch.rand(B, m.context_frames, 3, m.height, m.width, device=d)
+        self.controls = torch.rand(B, 1, m.control_dim, device=d) * 2 - 1
+        self.targets = torch.rand(B, 1, 3, m.height, m.width, device=d)
+        self.generator = torch.Generator(d).manual_seed(0)
+        self.time()  # warm up
+
+    def time(self) -> float:
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.device)
         start = time.perf_counter()
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            terms, _ = unrolled_loss(model, context, controls, targets, config, 1, generator)
-        opt.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            terms, _ = unrolled_loss(self.model, self.context, self.controls, self.targets,
+                                     self.config, 1, self.generator)
+        self.opt.zero_grad(set_to_none=True)
         terms["total"].backward()  # type: ignore[no-untyped-call]
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i:  # the first step warms up
-            times.append(time.perf_counter() - start)
-    return min(times)
+        self.opt.step()
+        if cuda:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
+
+
+def seconds_per_unit(configs: dict[str, TrainConfig], rounds: int = 4) -> dict[str, float]:
+    """Seconds of one one-step optimizer step of each config: the fastest of
+    ``rounds`` rounds, each timing every config in turn, so a burst of load on
+    the machine cannot make one variant look dearer than the others."""
+    timers = {name: _UnitTimer(c) for name, c in configs.items()}
+    best = {name: float("inf") for name in timers}
+    for _ in range(rounds):
+        for name, timer in timers.items():
+            best[name] = min(best[name], timer.time())
+    return best
 
 
 def plan(base: TrainConfig, names: list[str], minutes: float) -> dict[str, TrainConfig]:
     """Each variant's config, its steps set so it costs ``minutes`` here."""
+    variants = {name: base.replace(VARIANTS[name]) for name in names}
+    units = seconds_per_unit(variants)
     configs = {}
-    for name in names:
-        config = base.replace(VARIANTS[name])
-        unit = seconds_per_unit(config)
-        steps = max(20, int(60 * minutes / (unit * mean_unroll(config))))
+    for name, config in variants.items():
+        steps = max(20, int(60 * minutes / (units[name] * mean_unroll(config))))
         configs[name] = config.replace({
             "steps": steps, "max_minutes": 0, "optim.warmup_steps": max(5, steps // 20),
             "eval_every": max(1, steps // 4), "checkpoint_every": max(1, steps // 4)})
-        log.info("%s: %.3f s per one-step step, mean unroll %.2f -> %d steps", name, unit,
-                 mean_unroll(config), steps)
+        log.info("%s: %.3f s per one-step step, mean unroll %.2f -> %d steps", name,
+                 units[name], mean_unroll(config), steps)
     return configs
 
 

@@ -40,7 +40,14 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    """Weights of the reconstruction losses (0 turns one off)."""
+    """Weights of the reconstruction losses (0 turns one off).
+
+    Args:
+        l1: Mean absolute error against the real next frame.
+        sobel: L1 between the Sobel edge maps: keeps edges sharp.
+        fft: L1 between the 2-D Fourier amplitude spectra: keeps fine texture.
+        ssim: 1 - SSIM (structural similarity).
+    """
 
     l1: float = 1.0
     sobel: float = 0.0
@@ -143,7 +150,20 @@ class UnrollConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW with linear warm-up, then cosine decay to ``min_lr_ratio * lr``."""
+    """AdamW with linear warm-up, then cosine decay to ``min_lr_ratio * lr``.
+
+    Args:
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay (not applied to norms, biases,
+            positional embeddings and registers).
+        beta1: AdamW beta1.
+        beta2: AdamW beta2.
+        warmup_steps: Steps of linear warm-up from 0 to ``lr``.
+        min_lr_ratio: Where the cosine ends, as a fraction of ``lr``.
+        grad_clip: Clip the gradient norm to this (0: no clipping).
+        ema_decay: Decay of the exponential moving average of the weights that
+            evaluation, ``best.pt`` and export use (0: no EMA).
+    """
 
     lr: float = 1e-3
     weight_decay: float = 0.05

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,25 @@ def test_unknown_preset_and_bad_toml(tmp_path: Path) -> None:
     bad.write_text("steps = = 3\n")
     with pytest.raises(ValueError, match=r"bad\.toml"):
         load_config(bad)
+
+
+def test_configuration_reference_is_generated_from_the_code() -> None:
+    from train.config_docs import field_docs, generate
+
+    committed = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    assert committed == generate(), "regenerate: python -m train config-docs > " \
+                                    "docs/configuration.md"
+    # Every field of every section has its meaning written down.
+    from train.config import (
+        DataConfig,
+        GanConfig,
+        LossConfig,
+        NoiseConfig,
+        OptimConfig,
+        UnrollConfig,
+    )
+
+    for cls in (DataConfig, GanConfig, LossConfig, NoiseConfig, OptimConfig, UnrollConfig):
+        documented = field_docs(cls)
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in documented]
+        assert missing == [], f"{cls.__name__}: {missing}"

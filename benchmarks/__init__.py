@@ -1,0 +1,1 @@
+"""``python -m benchmarks``: every stage timed against its alternatives, in one run."""

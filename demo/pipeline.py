@@ -1,0 +1,313 @@
+"""The whole chain, one stage after another: record -> train -> evaluate ->
+export -> serve -> report. Each stage leaves files behind and is skipped when
+they are already there, so running the demo again reuses the recording and
+the trained checkpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+WORLD = "doom:health_gathering"
+VAL_SEED = 100_000  # held-out episodes: seeds training never saw
+
+
+@dataclass
+class DemoOptions:
+    """Args:
+        out: Where everything goes: ``report.html`` and ``work/``.
+        quick: A 5-minute version: less data, a short training, short checks.
+        minutes: Training budget (0: 18, or 2 with ``quick``).
+        record_steps: Training recording length (0: 12,000, or 1,500 quick).
+        val_steps: Held-out recording length (0: 2,500, or 600 quick).
+        train_steps: Override the preset's optimizer steps, the cosine schedule's
+            length (0: the preset's).
+        frames: Frames the scripted client plays through the server (0: 300, or 100
+            quick).
+        config: Training preset.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        progress: Show progress bars.
+    """
+
+    out: Path = Path("demo")
+    quick: bool = False
+    minutes: float = 0.0
+    record_steps: int = 0
+    val_steps: int = 0
+    train_steps: int = 0
+    frames: int = 0
+    config: str = "tiny"
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        q = self.quick
+        self.minutes = self.minutes or (2.0 if q else 18.0)
+        self.record_steps = self.record_steps or (1500 if q else 12_000)
+        self.val_steps = self.val_steps or (600 if q else 2500)
+        self.frames = self.frames or (100 if q else 300)
+
+    @property
+    def work(self) -> Path:
+        return self.out / "work"
+
+
+@dataclass
+class DemoResult:
+    """What each stage made and measured, for the report."""
+
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def stage(self, name: str) -> dict[str, Any]:
+        return self.stages.setdefault(name, {})
+
+
+def _bar(options: DemoOptions, total: int, desc: str, unit: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not options.progress,
+                dynamic_ncols=True)
+
+
+def recorded_steps(directory: Path) -> int:
+    """Steps a recording's runs wrote (0 when there is none)."""
+    from train.recording import read_meta
+
+    if not (directory / "meta.json").is_file():
+        return 0
+    return sum(int(r.get("steps", 0)) for r in read_meta(directory).get("runs", []))
+
+
+def record_stage(options: DemoOptions, directory: Path, steps: int, seed: int,
+                 info: dict[str, Any]) -> None:
+    """Record ``steps`` steps of the wander policy (the missing ones, when an
+    earlier run was cut short: appended as new episodes)."""
+    from play.policies import WanderPolicy
+    from play.record import record
+    from play.worlds import make_world
+
+    have = recorded_steps(directory)
+    info.update({"directory": str(directory), "steps": steps, "seed": seed})
+    if have >= steps:
+        info["reused"] = True
+        log.info("reusing %s (%d steps)", directory, have)
+        return
+    world = make_world(WORLD)
+    start = time.perf_counter()
+    try:
+        with _bar(options, steps - have, f"recording {directory.name}", "step") as bar:
+            run_seed = seed + (1 if have else 0) * 7919  # a fresh stretch when appending
+            record(world, WanderPolicy(seed=run_seed), directory, steps - have, size=(64, 64),
+                   seed=run_seed, meta={"policy": "wander"}, progress=bar.update)
+    finally:
+        world.close()
+    info["seconds"] = time.perf_counter() - start
+    info["steps_per_s"] = (steps - have) / info["seconds"]
+
+
+def train_stage(options: DemoOptions, data: Path, val: Path, info: dict[str, Any]) -> Path:
+    """Train the preset for the time budget (resuming an earlier demo's run)."""
+    from train.checkpoint import LATEST, load_checkpoint
+    from train.config import load_config
+    from train.loop import fit
+
+    run = options.work / "run"
+    overrides: dict[str, Any] = {"data.recordings": [str(data)],
+                                 "data.val_recordings": [str(val)],
+                                 "max_minutes": options.minutes, "device": options.device}
+    if options.train_steps:
+        overrides["steps"] = options.train_steps
+        overrides["eval_every"] = max(1, options.train_steps // 4)
+        overrides["checkpoint_every"] = max(1, options.train_steps // 4)
+    config = load_config(options.config, overrides)
+    if config.precision == "auto":  # bf16 trains about twice as fast on CPUs with AMX
+        config = config.replace({"precision": "bf16"})
+    info.update({"config": options.config, "steps": config.steps, "minutes": options.minutes,
+                 "batch_size": config.batch_size, "precision": config.precision})
+    done_file = run / "done.json"
+    if done_file.is_file() and (run / LATEST).is_file():
+        info.update(json.loads(done_file.read_text()))
+        info["reused"] = True
+        log.info("reusing the trained checkpoint %s", run / LATEST)
+        return run / LATEST
+    start = time.perf_counter()
+    with _bar(options, config.steps, "training", "step") as bar:
+        def on_step(step: int, row: dict[str, float]) -> None:
+            bar.n = step
+            if "val_psnr" in row:
+                bar.set_postfix({"val PSNR": f"{row['val_psnr']:.2f}",
+                                 "copy": f"{row['val_copy_psnr']:.2f}"}, refresh=False)
+            bar.refresh()
+
+        result = fit(config, run, "auto", on_step=on_step)
+    state = load_checkpoint(run / LATEST)
+    summary = {"trained_steps": int(state["step"]), "seconds": time.perf_counter() - start,
+               "best_val_psnr": result.best_val_psnr}
+    done_file.write_text(json.dumps(summary, indent=2) + "\n")
+    info.update(summary)
+    return run / LATEST
+
+
+def eval_stage(options: DemoOptions, checkpoint: Path, val: Path, info: dict[str, Any]) -> Path:
+    """Held-out metrics against copy-last-frame, the rollout GIF and the
+    collapse check's free-running dream."""
+    import torch
+
+    from models.device import resolve_device
+    from train.checkpoint import model_from_checkpoint, play_noise_level
+    from train.data import load_frames
+    from train.evaluate import evaluate
+
+    out = options.work / "eval"
+    device = resolve_device(options.device)
+    model, state = model_from_checkpoint(checkpoint, map_location=device)
+    c = model.config
+    start = time.perf_counter()
+    frames = load_frames(val, (c.width, c.height), c.control_dim)
+    torch.manual_seed(0)
+    horizons = (1, 4, 16, 64) if options.quick else (1, 4, 16, 64, 256)
+    report = evaluate(model, [frames], device, out, horizons,
+                      samples=128 if options.quick else 512,
+                      rollouts=8 if options.quick else 64,
+                      fps=float(frames.recording.meta.get("fps", 8.75)),
+                      noise_level=play_noise_level(state),
+                      collapse_steps=200 if options.quick else 1000)
+    info.update({"report": report, "seconds": time.perf_counter() - start, "dir": str(out)})
+    return out
+
+
+def export_stage(options: DemoOptions, checkpoint: Path, info: dict[str, Any]) -> Path:
+    """Export the checkpoint to a bundle, unless this very checkpoint was exported."""
+    from export.bundle import MANIFEST, sha256_file
+    from export.exporter import export_bundle
+
+    bundle = options.work / "bundle"
+    manifest_path = bundle / MANIFEST
+    digest = sha256_file(checkpoint)
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("checkpoint", {}).get("sha256") == digest:
+            info.update({"reused": True, "parity": manifest["parity"], "dir": str(bundle)})
+            return bundle
+    start = time.perf_counter()
+    manifest = export_bundle(checkpoint, bundle)
+    info.update({"seconds": time.perf_counter() - start, "parity": manifest["parity"],
+                 "dir": str(bundle)})
+    return bundle
+
+
+def scripted_path(frames: int) -> np.ndarray:
+    """The client's stick path: walk forward, turn right, strafe left, turn left,
+    look around, each for an equal share of the frames."""
+    moves = [[0, 0.8, 0, 0], [0, 0.6, 0.8, 0], [-0.8, 0.3, 0, 0], [0, 0.6, -0.8, 0],
+             [0, 0, 0.5, 0.6]]
+    per = max(1, frames // len(moves))
+    path = [moves[min(i // per, len(moves) - 1)] for i in range(frames)]
+    return np.asarray(path, np.float32)
+
+
+async def _serve(bundle: Path, frames: int, options: DemoOptions) -> dict[str, Any]:
+    from export.runtime import load_backend
+    from serve.bench import in_process_rate, run_clients
+    from serve.client import DreamClient, decode_image
+    from serve.server import DreamServer, ServerConfig
+
+    backend = load_backend(bundle, "auto", options.device)
+    server = DreamServer(backend, ServerConfig(host="127.0.0.1", port=0, max_sessions=8,
+                                               max_batch=8))
+    await server.start()
+    try:
+        url = f"ws://127.0.0.1:{server.port}/dream"
+        client = await DreamClient.connect(url, mode="lockstep", encoding="png", seed=0)
+        images = [decode_image(await client.frame())]
+        latencies = []
+        with _bar(options, frames, "playing through the server", "frame") as bar:
+            for sticks in scripted_path(frames):
+                t = time.perf_counter()
+                images.append(decode_image(await client.step(sticks.tolist())))
+                latencies.append((time.perf_counter() - t) * 1000.0)
+                bar.update()
+        await client.close()
+        seconds = 2.0 if options.quick else 4.0
+        in_proc = await asyncio.to_thread(in_process_rate, backend, seconds)
+        runs = [await run_clients(server, n, seconds, "raw") for n in (1, 4)]
+        return {"backend": f"{getattr(backend, 'name', '?')} on {backend.device}",
+                "images": images, "frames": frames,
+                "p50_ms": float(np.percentile(latencies, 50)),
+                "p95_ms": float(np.percentile(latencies, 95)),
+                "in_process_fps": in_proc, "runs": runs}
+    finally:
+        await server.close()
+
+
+def serve_stage(options: DemoOptions, bundle: Path, info: dict[str, Any]) -> None:
+    """A dream server on loopback and a headless client that plays the
+    scripted stick path; then a short benchmark of 1 and 4 clients."""
+    from PIL import Image
+
+    start = time.perf_counter()
+    result = asyncio.run(_serve(bundle, options.frames, options))
+    images = result.pop("images")
+    gif = options.work / "served.gif"
+    pics = [Image.fromarray(i).resize((i.shape[1] * 3, i.shape[0] * 3), Image.Resampling.NEAREST)
+            for i in images]
+    pics[0].save(gif, save_all=True, append_images=pics[1:], duration=80, loop=0)
+    info.update(result)
+    info.update({"gif": str(gif), "seconds": time.perf_counter() - start})
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    import torch
+
+    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
+                            "cpu": platform.processor() or platform.machine(),
+                            "cpus": len(os.sched_getaffinity(0)),
+                            "threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return info
+
+
+def run(options: DemoOptions, on_stage: Callable[[str], None] | None = None) -> DemoResult:
+    """Every stage in order; returns what the report shows."""
+    from demo.report import write_report
+
+    result = DemoResult()
+    result.stage("machine").update(machine())
+    total = time.perf_counter()
+
+    def stage(name: str) -> dict[str, Any]:
+        if on_stage is not None:
+            on_stage(name)
+        return result.stage(name)
+
+    data, val = options.work / "recordings" / "doom", options.work / "recordings" / "doom-val"
+    record_stage(options, data, options.record_steps, 0, stage("record"))
+    record_stage(options, val, options.val_steps, VAL_SEED, stage("record held-out"))
+    checkpoint = train_stage(options, data, val, stage("train"))
+    eval_stage(options, checkpoint, val, stage("evaluate"))
+    bundle = export_stage(options, checkpoint, stage("export"))
+    serve_stage(options, bundle, stage("serve"))
+    result.stage("total")["seconds"] = time.perf_counter() - total
+    write_report(result, options)
+    return result

@@ -1,0 +1,185 @@
+"""``report.html``: one self-contained page (images inlined, no external
+assets) with what each stage of the demo made and measured."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from demo.pipeline import WORLD, DemoOptions, DemoResult
+
+STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 60em;
+       padding: 0 1em; color: #222; background: #fafafa; }
+h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.6em 0; }
+td, th { padding: 0.25em 0.8em; border-bottom: 1px solid #e4e4e4; text-align: right; }
+td:first-child, th:first-child { text-align: left; }
+.good { color: #176c2c; font-weight: 600; } .bad { color: #a11; font-weight: 600; }
+figure { display: inline-block; margin: 0.5em 1.5em 0.5em 0; vertical-align: top; }
+figcaption { font-size: 13px; color: #555; max-width: 28em; }
+img { image-rendering: pixelated; border: 1px solid #ccc; background: #000; max-width: 100%; }
+code, pre { background: #eee; padding: 0.1em 0.3em; border-radius: 3px; }
+pre { padding: 0.6em; overflow-x: auto; }
+.muted { color: #666; font-size: 13px; }
+"""
+
+
+def _img(path: Path, alt: str) -> str:
+    kind = "gif" if path.suffix == ".gif" else "png"
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/{kind};base64,{data}">'
+
+
+def _figure(path: Path, caption: str) -> str:
+    if not path.is_file():
+        return f"<p class=muted>({html.escape(path.name)} missing)</p>"
+    return f"<figure>{_img(path, caption)}<figcaption>{caption}</figcaption></figure>"
+
+
+def _gain(value: float) -> str:
+    cls = "good" if value > 0 else "bad"
+    return f'<span class="{cls}">{value:+.2f} dB</span>'
+
+
+def eval_table(report: dict[str, Any]) -> str:
+    o = report["one_step"]
+    rows = [("1 step", o["psnr"], o["copy_psnr"], o["psnr_gain_db"], o["ssim"], o["copy_ssim"],
+             report["samples"])]
+    for h, r in report.get("rollout", {}).items():
+        if h != "1":
+            rows.append((f"{h}-step rollout", r["psnr"], r["copy_psnr"], r["psnr_gain_db"],
+                         r["ssim"], r["copy_ssim"], r["samples"]))
+    body = "".join(
+        f"<tr><td>{name}</td><td>{p:.2f} dB</td><td>{c:.2f} dB</td><td>{_gain(g)}</td>"
+        f"<td>{s:.3f}</td><td>{cs:.3f}</td><td>{n}</td></tr>"
+        for name, p, c, g, s, cs, n in rows)
+    return ("<table><tr><th>held-out</th><th>PSNR model</th><th>PSNR copy-last</th>"
+            "<th>gain</th><th>SSIM model</th><th>SSIM copy-last</th><th>samples</th></tr>"
+            f"{body}</table>")
+
+
+def collapse_html(c: dict[str, Any]) -> str:
+    def at(step: int | None) -> str:
+        return '<span class="good">none</span>' if step is None else \
+            f'<span class="bad">from step {step}</span>'
+
+    f = c["figures"]
+    verdict = '<span class="good">passed</span>' if c["passed"] else \
+        '<span class="bad">failed</span>'
+    return (f"<p>Collapse check over {c['steps']} free-running steps under scripted sticks: "
+            f"{verdict}.</p><table>"
+            f"<tr><td>freeze (picture stops while the sticks move)</td><td>{at(c['freeze_step'])}"
+            f"</td><td>least change {f['change_min_ratio']:.2f}x the recording's median "
+            f"(bound {c['thresholds']['freeze_fraction']:.2f}x)</td></tr>"
+            f"<tr><td>blow-out (brightness or contrast out of the recording's range)</td>"
+            f"<td>{at(c['blowout_step'])}</td><td>mean {f['mean_min']:.3f}-{f['mean_max']:.3f} "
+            f"in {f['ref_mean_min']:.3f}-{f['ref_mean_max']:.3f}; contrast "
+            f"{f['contrast_min']:.3f}-{f['contrast_max']:.3f} in {f['ref_contrast_min']:.3f}-"
+            f"{f['ref_contrast_max']:.3f}</td></tr>"
+            f"<tr><td>detail loss (high frequencies fade)</td><td>{at(c['detail_step'])}</td>"
+            f"<td>least detail {f['detail_min_ratio']:.2f}x the recording's mean (bound "
+            f"{c['thresholds']['detail_fraction']:.2f}x)</td></tr></table>")
+
+
+def serve_table(s: dict[str, Any]) -> str:
+    base = s["in_process_fps"]
+    rows = "".join(
+        f"<tr><td>{r['clients']}</td><td>{r['aggregate_fps']:.1f}</td>"
+        f"<td>{r['aggregate_fps'] / base:.2f}x</td><td>{r['p50_ms']:.1f}</td>"
+        f"<td>{r['p95_ms']:.1f}</td><td>{r['mean_batch']:.2f}</td></tr>" for r in s["runs"])
+    return (f"<p>Model called in-process at batch 1: <b>{base:.1f} frames/s</b> "
+            f"({html.escape(s['backend'])}).</p>"
+            "<table><tr><th>lockstep clients</th><th>frames/s, all clients</th>"
+            "<th>vs in-process</th><th>p50 ms</th><th>p95 ms</th><th>mean batch</th></tr>"
+            f"{rows}</table>")
+
+
+def write_report(result: DemoResult, options: DemoOptions) -> Path:
+    st = result.stages
+    work = options.work
+    ev = st["evaluate"]["report"]
+    train, serve, export = st["train"], st["serve"], st["export"]
+    m = st["machine"]
+    timings = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>"
+        + ("reused" if info.get("reused") else f"{info.get('seconds', 0):.0f} s")
+        + "</td></tr>"
+        for name, info in st.items() if name not in ("machine", "total"))
+    parity = export["parity"]
+    noise = ev.get("noise_level")
+    parts = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        "<title>TinyDreams demo report</title>",
+        f"<style>{STYLE}</style></head><body>",
+        "<h1>TinyDreams: a world model of Doom, learned here</h1>",
+        f"<p class=muted>{html.escape(m['cpu'])}, {m['cpus']} CPUs"
+        + (f", {html.escape(m['gpu'])}" if "gpu" in m else "")
+        + f"; torch {html.escape(m['torch'])}, Python {m['python']}. "
+        f"Total {st['total']['seconds'] / 60:.1f} min"
+        + (" (quick mode)" if options.quick else "") + ".</p>",
+        f"<p>Recorded {st['record']['steps']:,} steps of <code>{WORLD}</code> under the "
+        f"<code>wander</code> policy (and {st['record held-out']['steps']:,} held-out steps "
+        f"from unseen seeds), trained the <code>{html.escape(train['config'])}</code> "
+        f"preset for {train.get('trained_steps', '?')} steps "
+        f"(budget {train['minutes']:g} min, {html.escape(train['precision'])}), scored it on "
+        "the held-out recording against the copy-last-frame baseline, exported it, and "
+        "played it through the dream server.</p>",
+        "<h2>How well it predicts</h2>",
+        eval_table(ev),
+        "<p class=muted>PSNR of the dream against the real frames, beside simply repeating "
+        "the last real frame, on the same held-out samples. A rollout feeds the model its own "
+        "predictions for that many steps, under the recorded sticks."
+        + (f" The model is told a context noise level of {noise:g}." if noise else "")
+        + "</p>",
+        "<h2>Reality beside the dream</h2>",
+        _figure(work / "eval" / "rollout.gif",
+                "Left: the real held-out episode. Right: the dream, started from the same "
+                "frames and driven by the same sticks, never shown a real frame again."),
+        _figure(work / "eval" / "rollout.png",
+                "The first 16 steps: real frames (top) over the dream (bottom)."),
+        "<h2>Dreaming freely</h2>",
+        _figure(work / "eval" / "freerun.gif",
+                f"{ev.get('collapse', {}).get('steps', '?')} steps of free-running dream "
+                "under scripted sticks (every 2nd frame)."),
+        _figure(work / "eval" / "freerun.png", "Every 100th frame of the same dream."),
+        collapse_html(ev["collapse"]) if "collapse" in ev else "",
+        "<h2>Served</h2>",
+        _figure(work / "served.gif",
+                f"{serve['frames']} frames a headless client played through the websocket "
+                f"server on loopback with a scripted stick path (PNG frames); step latency "
+                f"p50 {serve['p50_ms']:.1f} ms, p95 {serve['p95_ms']:.1f} ms."),
+        serve_table(serve),
+        "<h2>Export</h2>",
+        "<table><tr><th>backend</th><th>batch 1</th><th>batch 8</th><th>16-step rollout</th>"
+        "</tr>" + "".join(
+            f"<tr><td>{name}</td><td>{f['batch1_max_abs']:.1e}</td>"
+            f"<td>{f['batch8_max_abs']:.1e}</td><td>{f['rollout16_max_abs']:.1e}</td></tr>"
+            for name, f in parity.items() if isinstance(f, dict))
+        + "</table><p class=muted>Largest difference from eager PyTorch.</p>",
+        "<h2>Play it</h2>",
+        f"<pre>python -m play dream --bundle {html.escape(str(work / 'bundle'))}\n"
+        f"python -m serve --bundle {html.escape(str(work / 'bundle'))}   "
+        "# then open http://127.0.0.1:8765/</pre>",
+        "<h2>Where the time went</h2>",
+        f"<table>{timings}</table>",
+        "<details><summary>All figures (JSON)</summary><pre>"
+        + html.escape(json.dumps(_plain(st), indent=1)) + "</pre></details>",
+        "</body></html>",
+    ]
+    path = options.out / "report.html"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float | int | str | bool) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,51 @@
+"""The demo pipeline end to end on tiny data: real ViZDoom, training, export, a
+real server and client, the report; a second run reuses the first one's work."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vizdoom", reason="needs the envs extra: pip install -e '.[envs]'")
+pytest.importorskip("onnxruntime", reason="needs the export extra")
+pytest.importorskip("websockets", reason="needs the serve extra")
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(600)
+
+
+def demo(out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "demo", "--quick", "--out", str(out), "--record-steps", "300",
+         "--val-steps", "200", "--train-steps", "6", "--frames", "20", "--no-play", "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=500, check=False)
+
+
+def test_quick_demo_writes_a_self_contained_report_and_reuses_its_work(tmp_path: Path) -> None:
+    first = demo(tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    report = (tmp_path / "report.html").read_text()
+    assert "1-step PSNR" in first.stdout
+    for heading in ("How well it predicts", "Reality beside the dream", "Dreaming freely",
+                    "Collapse check over 200 free-running steps", "Served", "lockstep clients"):
+        assert heading in report
+    # Every picture is inlined: the page needs nothing but itself.
+    assert len(re.findall(r'src="data:image/gif;base64,', report)) == 3
+    assert len(re.findall(r'src="data:image/png;base64,', report)) == 2
+    assert not re.search(r'(src|href)="(https?:|/|\.\.?/)', report)
+    work = tmp_path / "work"
+    for made in ("recordings/doom/meta.json", "run/latest.pt", "bundle/manifest.json",
+                 "eval/eval.json", "served.gif"):
+        assert (work / made).is_file(), made
+    checkpoint = (work / "run" / "latest.pt").stat().st_mtime_ns
+
+    second = demo(tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert (work / "run" / "latest.pt").stat().st_mtime_ns == checkpoint  # not retrained
+    timings = (tmp_path / "report.html").read_text().split("Where the time went")[1]
+    for stage in ("record", "train", "export"):
+        assert re.search(rf"<td>{stage}</td><td>reused</td>", timings), stage
