@@ -3,11 +3,13 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Extras installed for each goal (see pyproject.toml).
-DEMO_EXTRAS ?= train
+DEMO_EXTRAS ?= train,export,serve,play,envs
 TEST_EXTRAS ?= dev,train,export,serve,play,envs
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: demo test lint typecheck pytest install install-dev clean
+.PHONY: demo bench test lint typecheck pytest install install-dev clean
 
 # One stamp per extras set; it goes stale when pyproject.toml changes.
 $(VENV)/.installed-%: pyproject.toml tools/install.sh
@@ -17,8 +19,13 @@ $(VENV)/.installed-%: pyproject.toml tools/install.sh
 install: $(VENV)/.installed-$(DEMO_EXTRAS)
 install-dev: $(VENV)/.installed-$(TEST_EXTRAS)
 
+# Record Doom, train, evaluate, export, serve, report (demo/report.html); then play.
 demo: install
-	$(PY) -m models --preset tiny
+	$(PY) -m demo $(DEMO_ARGS)
+
+# Every stage beside its alternatives, one run; figures in runs/bench/bench.json.
+bench: install
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

@@ -28,7 +28,9 @@ class DemoOptions:
     """Args:
         out: Where everything goes: ``report.html`` and ``work/``.
         quick: A 5-minute version: less data, a short training, short checks.
-        minutes: Training budget (0: 18, or 2 with ``quick``).
+        minutes: Training budget (0: 18, or 2 with ``quick``); the preset's steps
+            are scaled from its own ``max_minutes`` to it, so the learning-rate
+            schedule runs its whole course.
         record_steps: Training recording length (0: 12,000, or 1,500 quick).
         val_steps: Held-out recording length (0: 2,500, or 600 quick).
         train_steps: Override the preset's optimizer steps, the cosine schedule's
@@ -131,6 +133,14 @@ def train_stage(options: DemoOptions, data: Path, val: Path, info: dict[str, Any
         overrides["eval_every"] = max(1, options.train_steps // 4)
         overrides["checkpoint_every"] = max(1, options.train_steps // 4)
     config = load_config(options.config, overrides)
+    preset_minutes = load_config(options.config).max_minutes
+    if not options.train_steps and preset_minutes > 0:
+        ratio = options.minutes / preset_minutes
+        steps = max(10, round(config.steps * ratio))
+        config = config.replace({
+            "steps": steps, "eval_every": max(1, steps // 8),
+            "checkpoint_every": max(1, steps // 8),
+            "optim.warmup_steps": max(1, round(config.optim.warmup_steps * ratio))})
     if config.precision == "auto":  # bf16 trains about twice as fast on CPUs with AMX
         config = config.replace({"precision": "bf16"})
     info.update({"config": options.config, "steps": config.steps, "minutes": options.minutes,
@@ -179,7 +189,7 @@ def eval_stage(options: DemoOptions, checkpoint: Path, val: Path, info: dict[str
     horizons = (1, 4, 16, 64) if options.quick else (1, 4, 16, 64, 256)
     report = evaluate(model, [frames], device, out, horizons,
                       samples=128 if options.quick else 512,
-                      rollouts=8 if options.quick else 64,
+                      rollouts=8 if options.quick else 32,
                       fps=float(frames.recording.meta.get("fps", 8.75)),
                       noise_level=play_noise_level(state),
                       collapse_steps=200 if options.quick else 1000)
