@@ -106,14 +106,19 @@ def test_torchrun_two_processes_on_gloo(tmp_path: Path) -> None:
            "--standalone", "-m", "train", "--data", str(rec), "--run-dir", str(tmp_path / "run"),
            "--steps", "4", "--batch-size", "2", "--device", "cpu", "--quiet",
            "--set=checkpoint_every=100",
-           "--set=eval_every=100", "--set=log_every=1", *sets]
+           "--set=eval_every=100", "--set=log_every=1", *sets,
+           # The remedies too: two forward passes per backward under DDP.
+           "--set=model.context_frames=2", "--set=model.noise_conditioning=true",
+           "--set=noise.max_level=0.1", "--set=unroll.schedule=1,2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
                             env=env, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert list_steps(tmp_path / "run") == [4]
     assert load_checkpoint(tmp_path / "run" / "latest.pt")["step"] == 4
-    assert [r["step"] for r in rows(tmp_path / "run") if r["loss"]] == ["1", "2", "3", "4"]
+    logged = [r for r in rows(tmp_path / "run") if r["loss"]]
+    assert [r["step"] for r in logged] == ["1", "2", "3", "4"]
+    assert [r["unroll"] for r in logged] == ["1", "1", "2", "2"]
 
 
 def test_sigkill_during_checkpoint_writes_never_leaves_a_bad_latest(tmp_path: Path) -> None:
