@@ -112,7 +112,14 @@ class WorldModel(nn.Module):
         """
         out = self.decoder(tokens)
         if self.config.output_mode == "residual":
-            return (last_frame + out).clamp(0.0, 1.0)
+            frame = last_frame + out
+            clamped = frame.clamp(0.0, 1.0)
+            if self.training:
+                # Straight-through: the clamp's value, the identity's gradient. A plain
+                # clamp gives a pixel pushed below black no gradient back, so dark
+                # regions (most of Doom) sink to black and stay there in a dream.
+                return frame + (clamped - frame).detach()
+            return clamped
         return torch.sigmoid(out)
 
     def forward(self, frames: torch.Tensor, controls: torch.Tensor,

@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 # The remedies, as config overrides (what the "all remedies" run uses).
 REMEDIES: dict[str, Any] = {
     "model.context_frames": 4,
-    "model.noise_conditioning": True, "noise.max_level": 0.1, "noise.play_level": 0.02,
-    "unroll.schedule": "1,2,4", "unroll.boundaries": "0.4,0.7",
+    "model.noise_conditioning": True, "noise.max_level": 0.05, "noise.play_level": 0.01,
+    "unroll.schedule": "1,2,4", "unroll.boundaries": "0.5,0.8",
 }
 NO_CONTEXT = {"model.context_frames": 1}
 NO_NOISE = {"model.noise_conditioning": False, "noise.max_level": 0.0, "noise.play_level": 0.0}
@@ -171,6 +171,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--only", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS),
                    help="run only these variants")
     p.add_argument("--horizons", type=int, nargs="+", default=[1, 4, 16, 64, 256])
+    p.add_argument("--rollouts", type=int, default=32,
+                   help="rollout start points per horizon (fewer beyond 64 steps)")
     p.add_argument("--precision", default="bf16", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--collapse-steps", type=int, default=1000,
                    help="collapse check length for the all-remedies run (0: skip)")
@@ -213,7 +215,7 @@ def main(argv: list[str]) -> int:
                        [load_frames(d, (c.width, c.height), c.control_dim)
                         for d in args.val_data])
             report = evaluate(model, val[1], device, run / "eval", args.horizons,
-                              rollouts=64, noise_level=play_noise_level(state),
+                              rollouts=args.rollouts, noise_level=play_noise_level(state),
                               collapse_steps=args.collapse_steps if name == "all-remedies"
                               else 0, align_context=max_k)
             report["steps"] = state["step"]

@@ -235,3 +235,19 @@ def test_noise_level_is_an_input_that_changes_the_prediction(device: torch.devic
     plain = WorldModel(baby_config()).to(device)
     with pytest.raises(ValueError, match="not built with noise_conditioning"):
         plain(frames, controls, zero)
+
+
+def test_residual_clamp_passes_gradient_to_pixels_pushed_out_of_range() -> None:
+    config = baby_config(output_mode="residual")
+    model = WorldModel(config).train()
+    frames = torch.rand(1, 1, 3, 32, 32)
+    tokens = model.trunk(model.tokenize(frames), model.embed_action(torch.zeros(1, 4)))
+    below_black = torch.full((1, 3, 32, 32), -1.0)  # every pixel ends up clamped to 0
+    out = model.decode(tokens, below_black)
+    assert float(out.max()) == 0.0
+    (out - 0.5).abs().mean().backward()  # a plain clamp would give no gradient at all
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0
+               for p in model.decoder.parameters())
+    model.eval()  # inference clamps exactly, as the exported models do
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode(tokens, below_black), torch.zeros(1, 3, 32, 32))
