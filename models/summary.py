@@ -45,10 +45,14 @@ class Summary:
 
 
 def parameter_counts(model: WorldModel) -> dict[str, int]:
+    trunk = [*model.blocks, model.norm]
+    if model.final_modulation is not None:
+        trunk.append(model.final_modulation)
     parts = {
         "tokenizer": model.tokenizer,
         "action MLP": model.action_embed,
-        "transformer": torch.nn.ModuleList([*model.blocks, model.norm]),
+        "noise MLP": model.noise_embed or torch.nn.ModuleList(),
+        "transformer": torch.nn.ModuleList(trunk),
         "decoder": model.decoder,
     }
     counts = {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
@@ -138,7 +142,8 @@ def format_summary(name: str, s: Summary) -> str:
             f"{k} {_count(v)}" for k, v in s.parameters.items() if k != "total" and v) + ")"),
         ("tokens", f"{s.tokens['image']} image ({c.grid_size[0]}x{c.grid_size[1]}) + "
                    f"{s.tokens['registers']} registers + 1 action"
-                   + (" (cross-attended)" if c.attention_mode == "interleaved" else "")
+                   + {"interleaved": " (cross-attended)", "adaln": " (modulates every norm)"}.get(
+                       c.attention_mode, "")
                    + f"; self-attention over {s.tokens['sequence']}"),
         ("GFLOPs / frame", f"{s.gflops['total']:.3f}  (" + ", ".join(
             f"{k} {v / s.gflops['total']:.0%}" for k, v in s.gflops.items()

@@ -34,8 +34,14 @@ def moving_square_recording(directory: Path, episodes: int = 3, steps: int = 12,
     return directory
 
 
+# The single-frame, single-step model, whatever configs/tiny.toml turns on: tests
+# that want context frames, noise or unrolls ask for them.
+PLAIN = {"model.context_frames": 1, "model.noise_conditioning": False, "noise.max_level": 0.0,
+         "noise.play_level": 0.0, "unroll.schedule": "1", "unroll.boundaries": ""}
+
+
 def baby_config(recording: Path, **overrides: Any) -> TrainConfig:
-    settings: dict[str, Any] = {**BABY_MODEL, "data.recordings": [str(recording)],
+    settings: dict[str, Any] = {**BABY_MODEL, **PLAIN, "data.recordings": [str(recording)],
                                 "batch_size": 4, "steps": 6, "log_every": 1, "eval_every": 3,
                                 "checkpoint_every": 3, "val_batches": 1,
                                 "optim.warmup_steps": 2}
