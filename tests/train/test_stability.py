@@ -213,6 +213,31 @@ def test_collapse_check_passes_the_recording_and_flags_a_constant_model(doom: Pa
     assert report.blowout_step is not None
 
 
+def test_the_real_world_under_the_scripted_sticks_passes(doom: Path) -> None:
+    # The check's stick programme is fair: Doom itself, driven by it, does not
+    # freeze, blow out or lose detail against a wander recording's statistics.
+    from play.record import resize
+    from play.worlds import make_world
+    from train.data import load_frames
+
+    frames = load_frames(doom, (64, 64))
+    ref = Reference.from_frames(frames.frames, frames.controls)
+    sticks = scripted_sticks(400)
+    world = make_world("doom:health_gathering")
+    real = []
+    try:
+        world.reset(seed=5)
+        for s in sticks:
+            frame, done = world.step(s)
+            if done:
+                frame = world.reset()
+            real.append(resize(frame, (64, 64)).transpose(2, 0, 1) / 255.0)
+    finally:
+        world.close()
+    report = collapse_check(np.asarray(real, np.float32), sticks, ref)
+    assert report.passed, report.summary()
+
+
 def test_eval_cli_reports_rollouts_and_the_collapse_check(tmp_path: Path) -> None:
     rec = moving_square_recording(tmp_path / "rec", episodes=2, steps=30)
     config = baby_config(rec, **{"model.context_frames": 2, "model.noise_conditioning": True,
