@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -277,33 +276,15 @@ def serve_stage(options: DemoOptions, bundle: Path, info: dict[str, Any]) -> Non
     info.update({"gif": str(gif), "seconds": time.perf_counter() - start})
 
 
-def machine() -> dict[str, Any]:
-    import os
-
-    import torch
-
-    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
-                            "cpu": platform.processor() or platform.machine(),
-                            "cpus": len(os.sched_getaffinity(0)),
-                            "threads": torch.get_num_threads()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return info
-
-
 def run(options: DemoOptions, on_stage: Callable[[str], None] | None = None) -> DemoResult:
     """Every stage in order; returns what the report shows."""
     from demo.report import write_report
 
     result = DemoResult()
-    result.stage("machine").update(machine())
+    from benchmarks.suite import machine
+    from models.device import resolve_device
+
+    result.stage("machine").update(machine(resolve_device(options.device)))
     total = time.perf_counter()
 
     def stage(name: str) -> dict[str, Any]:

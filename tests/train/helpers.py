@@ -36,7 +36,8 @@ def moving_square_recording(directory: Path, episodes: int = 3, steps: int = 12,
 
 # The single-frame, single-step model, whatever configs/tiny.toml turns on: tests
 # that want context frames, noise or unrolls ask for them.
-PLAIN = {"model.context_frames": 1, "model.noise_conditioning": False, "noise.max_level": 0.0,
+PLAIN = {"model.context_frames": 1, "model.noise_conditioning": False,
+         "model.attention_mode": "concat", "noise.max_level": 0.0,
          "noise.play_level": 0.0, "unroll.schedule": "1", "unroll.boundaries": ""}
 
 

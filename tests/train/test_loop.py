@@ -132,13 +132,17 @@ def test_sigkill_during_checkpoint_writes_never_leaves_a_bad_latest(tmp_path: Pa
     rng = random.Random(0)
     steps_seen, mid_write = [], 0
     for _ in range(10):
-        before = load_checkpoint(run / "latest.pt")["step"] if (run / "latest.pt").exists() else 0
+        latest = run / "latest.pt"
+        before = load_checkpoint(latest)["step"] if latest.exists() else 0
+        linked = latest.stat().st_ino if latest.exists() else None
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
         try:
+            # Wait until latest.pt is a link to a newer step file (a step file alone
+            # may exist a moment before latest.pt is relinked to it).
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and proc.poll() is None:
-                if list_steps(run) and max(list_steps(run)) > before:
+                if latest.exists() and latest.stat().st_ino != linked:
                     break
                 time.sleep(0.01)
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr \
