@@ -167,19 +167,10 @@ def write_report(result: DemoResult, options: DemoOptions) -> Path:
         "<h2>Where the time went</h2>",
         f"<table>{timings}</table>",
         "<details><summary>All figures (JSON)</summary><pre>"
-        + html.escape(json.dumps(_plain(st), indent=1)) + "</pre></details>",
+        + html.escape(json.dumps(st, indent=1, default=str)) + "</pre></details>",
         "</body></html>",
     ]
     path = options.out / "report.html"
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, float | int | str | bool) or value is None:
-        return value
-    return str(value)
