@@ -42,6 +42,7 @@ class Metrics:
     steps_total: int = 0
     frames_sent_total: int = 0
     frames_dropped_total: int = 0
+    messages_total: int = 0
     inputs_total: int = 0
     inputs_rejected_total: int = 0
     errors_total: int = 0
@@ -58,6 +59,7 @@ class Metrics:
             "steps_total": "session steps computed by the model",
             "frames_sent_total": "frames sent to clients",
             "frames_dropped_total": "frames replaced before a slow client took them",
+            "messages_total": "messages received from clients after their hello",
             "inputs_total": "INPUT messages accepted",
             "inputs_rejected_total": "messages rejected as invalid",
             "errors_total": "error messages sent to clients",

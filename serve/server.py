@@ -270,6 +270,7 @@ class DreamServer:
             except TimeoutError:
                 await ws.close(1000, "idle timeout")
                 return
+            self.metrics.messages_total += 1
             now = time.monotonic()
             if now - window_start >= 1.0:
                 window_start, in_window = now, 0

@@ -189,8 +189,8 @@ async def fuzz(server: DreamServer) -> None:
     assert sum(counts) >= 10_000
     assert closes == [1008] * 20
     assert steps >= 20  # the good client kept being served throughout
-    handled = server.metrics.inputs_rejected_total + server.metrics.inputs_total
-    assert handled >= 10_000
+    # every fuzz message, its closing ping and each good step reached the handler
+    assert server.metrics.messages_total == 10_000 + 8 + steps
     assert server.metrics.inputs_rejected_total > 5_000
     frame = await good.step([0.1, 0.2, 0.3, 0.4])
     assert decode_image(frame).shape == (16, 16, 3)
@@ -280,7 +280,7 @@ async def test_healthz_and_metrics_answer(server: DreamServer) -> None:
     metrics = await asyncio.to_thread(http_get, server, "/metrics")
     for name in ("tinydreams_sessions 1", "tinydreams_steps_total", "tinydreams_batch_size_bucket",
                  "tinydreams_step_seconds_count", "tinydreams_frames_dropped_total",
-                 "tinydreams_inputs_rejected_total"):
+                 "tinydreams_inputs_rejected_total", "tinydreams_messages_total 1\n"):
         assert name in metrics
     await client.close()
 
