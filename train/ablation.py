@@ -31,11 +31,11 @@ log = logging.getLogger(__name__)
 REMEDIES: dict[str, Any] = {
     "model.context_frames": 4,
     "model.noise_conditioning": True, "noise.max_level": 0.05, "noise.play_level": 0.01,
-    "unroll.schedule": "1,2,4", "unroll.boundaries": "0.5,0.8",
+    "unroll.schedule": "1,2,4", "unroll.boundaries": "0.5,0.8", "unroll.rollin": 8,
 }
 NO_CONTEXT = {"model.context_frames": 1}
 NO_NOISE = {"model.noise_conditioning": False, "noise.max_level": 0.0, "noise.play_level": 0.0}
-NO_UNROLL = {"unroll.schedule": "1", "unroll.boundaries": ""}
+NO_UNROLL = {"unroll.schedule": "1", "unroll.boundaries": "", "unroll.rollin": 0}
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {**NO_CONTEXT, **NO_NOISE, **NO_UNROLL},
@@ -72,6 +72,19 @@ class _UnitTimer:
         self.generator = torch.Generator(d).manual_seed(0)
         self.time()  # warm up
 
+    def time_forward(self) -> float:
+        """Seconds of one forward pass without gradients (a roll-in step)."""
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp,
+                                             enabled=self.amp is not None):
+            self.model(self.context, self.controls[:, 0], None)
+        if cuda:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
+
     def time(self) -> float:
         cuda = self.device.type == "cuda"
         if cuda:
@@ -88,30 +101,35 @@ class _UnitTimer:
         return time.perf_counter() - start
 
 
-def seconds_per_unit(configs: dict[str, TrainConfig], rounds: int = 4) -> dict[str, float]:
-    """Seconds of one one-step optimizer step of each config: the fastest of
-    ``rounds`` rounds, each timing every config in turn, so a burst of load on
-    the machine cannot make one variant look dearer than the others."""
+def step_seconds(configs: dict[str, TrainConfig], rounds: int = 4) -> dict[str, float]:
+    """Mean seconds of one optimizer step of each config over its run: a
+    one-step step times the curriculum's mean unroll, plus the roll-in's mean
+    forward passes. Each timing is the fastest of ``rounds`` rounds, every
+    config timed in turn, so a burst of load on the machine cannot make one
+    variant look dearer than the others."""
     timers = {name: _UnitTimer(c) for name, c in configs.items()}
-    best = {name: float("inf") for name in timers}
+    unit = {name: float("inf") for name in timers}
+    forward = dict(unit)
     for _ in range(rounds):
         for name, timer in timers.items():
-            best[name] = min(best[name], timer.time())
-    return best
+            unit[name] = min(unit[name], timer.time())
+            forward[name] = min(forward[name], timer.time_forward())
+    return {name: unit[name] * mean_unroll(c) + forward[name] * c.unroll.rollin / 2
+            for name, c in configs.items()}
 
 
 def plan(base: TrainConfig, names: list[str], minutes: float) -> dict[str, TrainConfig]:
     """Each variant's config, its steps set so it costs ``minutes`` here."""
     variants = {name: base.replace(VARIANTS[name]) for name in names}
-    units = seconds_per_unit(variants)
+    seconds = step_seconds(variants)
     configs = {}
     for name, config in variants.items():
-        steps = max(20, int(60 * minutes / (units[name] * mean_unroll(config))))
+        steps = max(20, int(60 * minutes / seconds[name]))
         configs[name] = config.replace({
             "steps": steps, "max_minutes": 0, "optim.warmup_steps": max(5, steps // 20),
             "eval_every": max(1, steps // 4), "checkpoint_every": max(1, steps // 4)})
-        log.info("%s: %.3f s per one-step step, mean unroll %.2f -> %d steps", name,
-                 units[name], mean_unroll(config), steps)
+        log.info("%s: %.3f s a step (mean unroll %.2f, roll-in up to %d) -> %d steps", name,
+                 seconds[name], mean_unroll(config), config.unroll.rollin, steps)
     return configs
 
 
@@ -124,6 +142,8 @@ def table(results: dict[str, dict[str, Any]], horizons: list[int]) -> str:
     for name, r in results.items():
         c = r["config"]
         unroll = "→".join(str(n) for n in c["unroll"]["schedule"])
+        if c["unroll"].get("rollin"):
+            unroll += f", roll-in ≤{c['unroll']['rollin']}"
         noise = f"≤{c['noise']['max_level']:g} (play {c['noise']['play_level']:g})" if c[
             "model"]["noise_conditioning"] else "off"
         cells = [name, str(c["model"]["context_frames"]), noise, unroll,

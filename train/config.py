@@ -119,11 +119,19 @@ class UnrollConfig:
             begin, e.g. ``0.25,0.5,0.75``; empty gives each stage an equal share.
         detach: Stop gradients between unrolled steps: cheaper, but the model no
             longer learns how its errors compound.
+        rollin: Roll-in (as in DAgger; "self-forcing" in video models): before the
+            supervised steps the model dreams a random 0 to ``rollin`` steps from
+            the true context under the true controls, without gradients and told
+            ``noise.play_level``, and the supervised steps start from the window
+            it dreamed. So it learns to repair the drift it meets deep in a long
+            dream, not only in its first few steps. Costs up to ``rollin`` extra
+            forward passes a step (no backward); 0 turns it off.
     """
 
     schedule: tuple[int, ...] = (1,)
     boundaries: tuple[float, ...] = ()
     detach: bool = False
+    rollin: int = 0
 
     def __post_init__(self) -> None:
         if not self.schedule or min(self.schedule) < 1:
@@ -135,10 +143,17 @@ class UnrollConfig:
                                  f"one per stage after the first, got {len(b)}")
             if any(not 0 < x < 1 for x in b) or list(b) != sorted(b):
                 raise ValueError(f"unroll.boundaries must rise within (0, 1), got {b}")
+        if self.rollin < 0:
+            raise ValueError(f"unroll.rollin must be >= 0, got {self.rollin}")
 
     @property
     def max_length(self) -> int:
         return max(self.schedule)
+
+    @property
+    def horizon(self) -> int:
+        """Target frames a training sample needs: the longest roll-in and unroll."""
+        return self.rollin + self.max_length
 
     def length(self, step: int, total: int) -> int:
         """The unroll length at ``step`` (0-based) of ``total`` steps."""

@@ -103,6 +103,18 @@ def noise_levels(noise: NoiseConfig, batch: int, generator: torch.Generator,
     return torch.where(on, u * noise.max_level, torch.zeros_like(u))
 
 
+@torch.no_grad()
+def roll_in(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
+            level: torch.Tensor | None) -> torch.Tensor:
+    """The window ``(B, K, 3, H, W)`` the model reaches by dreaming ``controls.shape[1]``
+    steps from ``context`` on its own, no gradient, told noise ``level``."""
+    window = context
+    for t in range(controls.shape[1]):
+        pred = net(window, controls[:, t], level).float().clamp(0.0, 1.0)
+        window = torch.cat([window[:, 1:], pred[:, None]], dim=1)
+    return window
+
+
 def unrolled_loss(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
                   targets: torch.Tensor, config: TrainConfig, steps: int,
                   generator: torch.Generator,
@@ -215,13 +227,13 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
         train_set, val_set, _ = build_datasets(
             config.data.recordings, config.data.val_recordings, size, m.context_frames,
             m.control_dim, config.data.val_fraction, config.data.cache_dir,
-            horizon=config.unroll.max_length, progress=on_cache)
+            horizon=config.unroll.horizon, progress=on_cache)
     ctx.barrier()
     if not ctx.main:
         train_set, val_set, _ = build_datasets(
             config.data.recordings, config.data.val_recordings, size, m.context_frames,
             m.control_dim, config.data.val_fraction, config.data.cache_dir,
-            horizon=config.unroll.max_length)
+            horizon=config.unroll.horizon)
     if m.noise_conditioning and config.noise.max_level == 0 and ctx.main:
         log.warning("model.noise_conditioning is on but noise.max_level is 0: the model "
                     "only ever sees level 0")
@@ -312,6 +324,15 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
             # Seeded by (seed, step, rank): a resumed run draws the same noise.
             generator = torch.Generator(device).manual_seed(
                 (config.seed * 1_000_003 + step) * 64 + ctx.rank)
+            if config.unroll.rollin:
+                n_in = int(torch.randint(0, config.unroll.rollin + 1, (1,),
+                                         generator=generator, device=generator.device))
+                if n_in:
+                    told = (torch.full((len(context),), config.noise.play_level, device=device)
+                            if m.noise_conditioning else None)
+                    with autocast():
+                        context = roll_in(net, context, controls[:, :n_in], told)
+                    controls, targets = controls[:, n_in:], targets[:, n_in:]
             with autocast():
                 terms, pred = unrolled_loss(net, context, controls, targets, config, unroll,
                                             generator)

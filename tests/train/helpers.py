@@ -38,7 +38,8 @@ def moving_square_recording(directory: Path, episodes: int = 3, steps: int = 12,
 # that want context frames, noise or unrolls ask for them.
 PLAIN = {"model.context_frames": 1, "model.noise_conditioning": False,
          "model.attention_mode": "concat", "noise.max_level": 0.0,
-         "noise.play_level": 0.0, "unroll.schedule": "1", "unroll.boundaries": ""}
+         "noise.play_level": 0.0, "unroll.schedule": "1", "unroll.boundaries": "",
+         "unroll.rollin": 0}
 
 
 def baby_config(recording: Path, **overrides: Any) -> TrainConfig:

@@ -14,12 +14,13 @@ import pytest
 import torch
 from torch import nn
 
+import train.loop
 from models import WorldModel
 from tests.train.helpers import baby_config, moving_square_recording
 from train.checkpoint import load_checkpoint, model_from_checkpoint
 from train.config import UnrollConfig
 from train.drift import Reference, collapse_check, frame_stats, free_run, scripted_sticks
-from train.loop import fit, unrolled_loss
+from train.loop import fit, roll_in, unrolled_loss
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,6 +39,9 @@ def test_curriculum_stages_split_the_run_evenly_or_at_the_boundaries() -> None:
         UnrollConfig(schedule=(1, 2, 4), boundaries=(0.7, 0.4))
     with pytest.raises(ValueError, match="lengths >= 1"):
         UnrollConfig(schedule=(0, 2))
+    with pytest.raises(ValueError, match="rollin must be >= 0"):
+        UnrollConfig(rollin=-1)
+    assert UnrollConfig(schedule=(1, 2, 4), rollin=8).horizon == 12
 
 
 class Spy(nn.Module):
@@ -95,6 +99,22 @@ def test_detach_cuts_the_gradient_between_steps(tmp_path: Path) -> None:
     assert grads[True] == pytest.approx(0.5 * (0.6 + 0.7))
 
 
+def test_roll_in_dreams_the_window_without_gradients() -> None:
+    spy = Spy()
+    context = torch.rand(2, 3, 3, 8, 8) * 0.5
+    controls = torch.rand(2, 5, 4)
+    level = torch.full((2,), 0.01)
+    window = roll_in(spy, context, controls, level)
+    assert len(spy.calls) == 5
+    assert not window.requires_grad
+    for t, (_, ctrl, told) in enumerate(spy.calls):
+        torch.testing.assert_close(ctrl, controls[:, t])
+        assert told is level
+    # Five steps of "last frame + 0.1", clamped at white: the window holds the last three.
+    for j, k in enumerate((3, 4, 5)):
+        torch.testing.assert_close(window[:, j], (context[:, -1] + 0.1 * k).clamp(0, 1))
+
+
 def test_noise_reaches_the_frames_and_its_level_the_model(tmp_path: Path) -> None:
     config = baby_config(tmp_path, **{"model.noise_conditioning": True,
                                       "noise.max_level": 0.2})
@@ -123,15 +143,28 @@ def test_noise_reaches_the_frames_and_its_level_the_model(tmp_path: Path) -> Non
 
 
 def test_multistep_noisy_training_with_amp_and_checkpointing_resumes_exactly(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rec = moving_square_recording(tmp_path / "rec")
     settings = {"model.context_frames": 2, "model.noise_conditioning": True,
                 "noise.max_level": 0.1, "noise.play_level": 0.02, "unroll.schedule": "1,2,3",
                 "model.grad_checkpointing": True, "precision": "bf16", "steps": 6,
                 "checkpoint_every": 3, "eval_every": 100}
-    config = baby_config(rec, **settings)
+    config = baby_config(rec, **settings, **{"unroll.rollin": 2})
+    rolled: list[int] = []
+
+    def spy_roll_in(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
+                    level: torch.Tensor | None) -> torch.Tensor:
+        rolled.append(controls.shape[1])
+        assert level is not None
+        assert float(level[0]) == pytest.approx(0.02)
+        return real_roll_in(net, context, controls, level)
+
+    real_roll_in = train.loop.roll_in
+    monkeypatch.setattr(train.loop, "roll_in", spy_roll_in)
     straight = fit(config, tmp_path / "straight", "never")
     assert [r["unroll"] for r in straight.history] == [1, 1, 2, 2, 3, 3]
+    assert rolled  # 0 to 2 steps a batch; 0 skips the call
+    assert set(rolled) <= {1, 2}
 
     def stop(step: int, row: dict[str, float]) -> None:
         if step == 3:
