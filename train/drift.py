@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from models import WorldModel
 
@@ -177,18 +178,25 @@ def collapse_check(frames: np.ndarray, controls: np.ndarray, ref: Reference, win
 
 
 @torch.no_grad()
+def dream(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
+          level: torch.Tensor | None) -> torch.Tensor:
+    """Dream ``T`` steps from context ``(B, K, 3, H, W)`` under controls
+    ``(B, T, C)``, each prediction clamped to [0, 1] and fed back into the
+    rolling window, the model told noise ``level`` ``(B,)`` (or none); returns
+    ``(B, T, 3, H, W)``. ``net`` may be a wrapped model (DDP, compiled)."""
+    window, out = context, []
+    for t in range(controls.shape[1]):
+        nxt = net(window, controls[:, t], level).float().clamp(0.0, 1.0)
+        out.append(nxt)
+        window = torch.cat([window[:, 1:], nxt[:, None]], dim=1)
+    return torch.stack(out, dim=1)
+
+
 def free_run(model: WorldModel, context: torch.Tensor, controls: np.ndarray,
              noise_level: float = 0.0) -> np.ndarray:
     """Dream ``len(controls)`` steps from one context ``(1, K, 3, H, W)``, each
     prediction fed back; returns ``(T, 3, H, W)`` float32 frames in [0, 1]."""
     model.eval()
-    device = context.device
-    window = context
-    level = model.noise_input(1, noise_level, device)
-    sticks = torch.as_tensor(controls, dtype=torch.float32, device=device)
-    out = np.empty((len(controls), *context.shape[2:]), np.float32)
-    for t in range(len(controls)):
-        nxt = model(window, sticks[t:t + 1], level).float().clamp(0, 1)
-        out[t] = nxt[0].cpu().numpy()
-        window = torch.cat([window[:, 1:], nxt[:, None]], dim=1)
-    return out
+    sticks = torch.as_tensor(controls, dtype=torch.float32, device=context.device)[None]
+    level = model.noise_input(1, noise_level, context.device)
+    return dream(model, context, sticks, level)[0].cpu().numpy()

@@ -17,7 +17,7 @@ from PIL import Image
 
 from models import WorldModel
 from train.data import Frames, TransitionSet, to_model_inputs, transition_rows
-from train.drift import CollapseReport, Reference, collapse_check, free_run, scripted_sticks
+from train.drift import CollapseReport, Reference, collapse_check, dream, free_run, scripted_sticks
 from train.losses import psnr, ssim
 from train.recording import RecordingError
 
@@ -58,19 +58,12 @@ def one_step_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray
     return {k: v / max(len(indices), 1) for k, v in sums.items()}
 
 
-@torch.no_grad()
 def rollout(model: WorldModel, context: torch.Tensor, controls: torch.Tensor,
             noise_level: float = 0.0) -> torch.Tensor:
     """Dream ``T`` steps from true context ``(B, K, 3, H, W)`` under controls
     ``(B, T, C)``, feeding each prediction back; returns ``(B, T, 3, H, W)``."""
-    frames = context
-    out = []
-    level = model.noise_input(len(context), noise_level, context.device)
-    for t in range(controls.shape[1]):
-        nxt = model(frames, controls[:, t], level).float().clamp(0, 1)
-        out.append(nxt)
-        frames = torch.cat([frames[:, 1:], nxt[:, None]], dim=1)  # roll the window
-    return torch.stack(out, dim=1)
+    return dream(model, context, controls,
+                 model.noise_input(len(context), noise_level, context.device))
 
 
 @torch.no_grad()

@@ -27,6 +27,7 @@ from models.device import resolve_device
 from train.checkpoint import check_compatible, find_resume, load_checkpoint, save_checkpoint
 from train.config import NoiseConfig, TrainConfig
 from train.data import WORKER_CONTEXT, StepBatches, build_datasets, to_model_inputs
+from train.drift import dream
 from train.evaluate import evenly_spaced, one_step_metrics
 from train.losses import discriminator_loss, generator_loss, reconstruction_losses
 
@@ -103,16 +104,12 @@ def noise_levels(noise: NoiseConfig, batch: int, generator: torch.Generator,
     return torch.where(on, u * noise.max_level, torch.zeros_like(u))
 
 
-@torch.no_grad()
 def roll_in(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
             level: torch.Tensor | None) -> torch.Tensor:
     """The window ``(B, K, 3, H, W)`` the model reaches by dreaming ``controls.shape[1]``
     steps from ``context`` on its own, no gradient, told noise ``level``."""
-    window = context
-    for t in range(controls.shape[1]):
-        pred = net(window, controls[:, t], level).float().clamp(0.0, 1.0)
-        window = torch.cat([window[:, 1:], pred[:, None]], dim=1)
-    return window
+    frames = dream(net, context, controls, level)
+    return torch.cat([context, frames], dim=1)[:, -context.shape[1]:]
 
 
 def unrolled_loss(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
