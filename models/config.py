@@ -16,6 +16,7 @@ Activation = Literal["gelu", "relu"]
 AttentionMode = Literal["concat", "interleaved", "adaln"]
 OutputMode = Literal["absolute", "residual"]
 PosEmbed = Literal["learned", "sincos"]
+ConvNorm = Literal["instance", "layer", "none"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class WorldModelConfig:
         decoder_blocks: ResNet blocks per decoder stage (the first one upsamples).
         action_hidden: Hidden width of the MLP that turns controls into the action token.
         activation: ``gelu`` or ``relu``, used everywhere.
+        conv_norm: The norm of the tokenizer's and decoder's convolutions:
+            ``instance`` (the design's; it hides each image's brightness and
+            contrast from the model), ``layer`` (over the channels of each pixel)
+            or ``none`` (zero-initialised residual gains instead).
         num_registers: Learned register tokens added to the sequence (0 for none).
         attention_mode: How the controls reach the transformer. ``concat`` joins the
             action token and registers to the image tokens and self-attends over all;
@@ -74,6 +79,7 @@ class WorldModelConfig:
     decoder_blocks: int = 1
     action_hidden: int = 128
     activation: Activation = "gelu"
+    conv_norm: ConvNorm = "instance"
     num_registers: int = 0
     attention_mode: AttentionMode = "concat"
     output_mode: OutputMode = "absolute"
@@ -112,7 +118,7 @@ class WorldModelConfig:
         if self.pos_embed == "sincos" and self.embed_dim % 4:
             raise ValueError(
                 f"sincos pos_embed needs embed_dim divisible by 4, got {self.embed_dim}")
-        for name in ("activation", "attention_mode", "output_mode", "pos_embed"):
+        for name in ("activation", "conv_norm", "attention_mode", "output_mode", "pos_embed"):
             allowed = typing.get_args(_FIELD_TYPES[name])
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")

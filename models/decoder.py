@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.blocks import resnet_stages
+from models.blocks import ConvNorm, resnet_stages
 
 
 class CNNDecoder(nn.Module):
@@ -20,13 +20,15 @@ class CNNDecoder(nn.Module):
         blocks: ResNet blocks per stage; the first of each upsamples.
         grid: Token grid (rows, columns).
         activation: ``gelu`` or ``relu``.
+        norm: The convolutions' norm: ``instance``, ``layer`` or ``none``.
     """
 
     def __init__(self, embed_dim: int, filters: tuple[int, ...], blocks: int,
-                 grid: tuple[int, int], activation: str = "gelu") -> None:
+                 grid: tuple[int, int], activation: str = "gelu",
+                 norm: ConvNorm = "instance") -> None:
         super().__init__()
         self.grid = grid
-        self.stages, channels = resnet_stages(embed_dim, filters, blocks, activation, "up")
+        self.stages, channels = resnet_stages(embed_dim, filters, blocks, activation, "up", norm)
         self.head = nn.Conv2d(channels, 3, 3, padding=1)
         # Start near zero: an absolute model starts at mid-grey, a residual one at
         # copy-last-frame (the baseline every world model must beat), yet every

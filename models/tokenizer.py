@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.blocks import Mlp, make_activation, resnet_stages
+from models.blocks import ConvNorm, Mlp, make_activation, make_norm, resnet_stages
 
 
 def sincos_pos_embed_2d(dim: int, rows: int, cols: int) -> torch.Tensor:
@@ -41,20 +41,22 @@ class ConvTokenizer(nn.Module):
         activation: ``gelu`` or ``relu``.
         pos_embed: ``learned`` or ``sincos``.
         dropout: Dropout after adding the positional embedding.
+        norm: The convolutions' norm: ``instance``, ``layer`` or ``none``.
     """
 
     pos_table: torch.Tensor  # the sincos buffer, when pos_embed == "sincos"
 
     def __init__(self, in_channels: int, filters: tuple[int, ...], blocks: int, embed_dim: int,
                  grid: tuple[int, int], activation: str = "gelu", pos_embed: str = "learned",
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, norm: ConvNorm = "instance") -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, filters[0], 3, padding=1, bias=False),
-            nn.InstanceNorm2d(filters[0], affine=True),
+            nn.Conv2d(in_channels, filters[0], 3, padding=1, bias=norm != "instance"),
+            make_norm(norm, filters[0]),
             make_activation(activation),
         )
-        self.stages, channels = resnet_stages(filters[0], filters, blocks, activation, "down")
+        self.stages, channels = resnet_stages(filters[0], filters, blocks, activation, "down",
+                                              norm)
         self.proj = nn.Conv2d(channels, embed_dim, 1)
         num_tokens = grid[0] * grid[1]
         self.pos_embed: nn.Parameter | None = None

@@ -36,7 +36,7 @@ class WorldModel(nn.Module):
         self.grad_checkpointing = c.grad_checkpointing
         self.tokenizer = ConvTokenizer(
             3 * c.context_frames, c.tokenizer_filters, c.tokenizer_blocks, c.embed_dim,
-            c.grid_size, c.activation, c.pos_embed, c.dropout)
+            c.grid_size, c.activation, c.pos_embed, c.dropout, c.conv_norm)
         self.action_embed = ActionEmbed(c.control_dim, c.action_hidden, c.embed_dim, c.activation)
         self.noise_embed: Mlp | None = None
         if c.noise_conditioning:
@@ -53,7 +53,7 @@ class WorldModel(nn.Module):
         # adaln: the final norm's shift and scale come from the action too (DiT's last layer).
         self.final_modulation = AdaptiveNorm(c.embed_dim, 2) if adaptive else None
         self.decoder = CNNDecoder(c.embed_dim, c.decoder_filters, c.decoder_blocks,
-                                  c.grid_size, c.activation)
+                                  c.grid_size, c.activation, c.conv_norm)
         self.apply(_init_weights)
         for module in self.modules():
             if isinstance(module, AdaptiveNorm):

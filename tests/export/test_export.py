@@ -30,9 +30,11 @@ VARIANTS = {
         "model.attention_mode": "concat", "model.num_registers": 4, "model.context_frames": 4,
         "model.output_mode": "residual", "model.noise_conditioning": True,
         "noise.max_level": 0.2, "noise.play_level": 0.05, "unroll.schedule": "1,2"},
-    "interleaved-registers-k4": {"model.attention_mode": "interleaved",
-                                 "model.num_registers": 4, "model.context_frames": 4},
-    "adaln-k2": {"model.attention_mode": "adaln", "model.context_frames": 2},
+    "interleaved-registers-k4-unnormed": {
+        "model.attention_mode": "interleaved", "model.num_registers": 4,
+        "model.context_frames": 4, "model.conv_norm": "none"},
+    "adaln-k2-layernorm": {"model.attention_mode": "adaln", "model.context_frames": 2,
+                           "model.conv_norm": "layer"},
 }
 
 

@@ -89,3 +89,34 @@ def test_conditional_discriminator_sees_the_controls() -> None:
 def test_discriminator_config_round_trip() -> None:
     config = DiscriminatorConfig(filters=(8, 16, 32), conditional=True)
     assert DiscriminatorConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("norm", ["instance", "layer", "none"])
+def test_every_conv_norm_keeps_the_shape(norm: str, device: torch.device) -> None:
+    block = ResNetBlock(8, 16, "gelu", "up", norm).to(device)  # type: ignore[arg-type]
+    assert block(torch.randn(2, 8, 8, 8, device=device)).shape == (2, 16, 16, 16)
+
+
+def test_unnormed_block_starts_as_its_shortcut() -> None:
+    block = ResNetBlock(8, 8, norm="none")
+    x = torch.randn(2, 8, 8, 8)
+    torch.testing.assert_close(block(x), block.act2(x))
+    with pytest.raises(ValueError, match="conv norm"):
+        ResNetBlock(8, 8, norm="batch")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("norm", "sees_exposure"),
+                         [("instance", False), ("layer", True), ("none", True)])
+def test_only_instance_norm_hides_an_images_exposure(norm: str, sees_exposure: bool) -> None:
+    # Halving every pixel is invisible after an instance norm (a bias-free conv
+    # scales, the norm divides it out), so such a model cannot tell a dream that
+    # darkens or brightens from a normal one, and cannot pull it back.
+    from models.tokenizer import ConvTokenizer
+
+    torch.manual_seed(0)
+    tokenizer = ConvTokenizer(3, (8, 16), 1, 32, (8, 8), norm=norm).eval()  # type: ignore[arg-type]
+    frames = torch.rand(2, 3, 32, 32) * 0.6 + 0.2
+    with torch.no_grad():
+        tokens = tokenizer(frames)
+        change = float((tokenizer(0.5 * frames) - tokens).norm() / tokens.norm())
+    assert (change > 5e-3) == sees_exposure, change

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from models import PRESETS, WorldModel, WorldModelConfig, preset
+from models import PRESETS, ResNetBlock, WorldModel, WorldModelConfig, preset
 from models.attention import AdaptiveNorm
 from tests.models.helpers import baby_config, random_inputs
 
@@ -63,18 +63,20 @@ def test_controls_change_the_prediction(device: torch.device) -> None:
     assert (left - right).abs().max() > 1e-6
 
 
-@pytest.mark.parametrize(("attention", "output", "noise"), [
-    ("concat", "absolute", False), ("concat", "residual", True),
-    ("interleaved", "absolute", True), ("interleaved", "residual", False),
-    ("adaln", "absolute", True), ("adaln", "residual", False)])
+@pytest.mark.parametrize(("attention", "output", "noise", "norm"), [
+    ("concat", "absolute", False, "instance"), ("concat", "residual", True, "layer"),
+    ("interleaved", "absolute", True, "none"), ("interleaved", "residual", False, "instance"),
+    ("adaln", "absolute", True, "layer"), ("adaln", "residual", False, "none")])
 def test_every_parameter_receives_a_gradient(attention: str, output: str, noise: bool,
-                                             device: torch.device) -> None:
+                                             norm: str, device: torch.device) -> None:
     config = baby_config(attention_mode=attention, output_mode=output, num_registers=2,
-                         context_frames=2, noise_conditioning=noise)
+                         context_frames=2, noise_conditioning=noise, conv_norm=norm)
     model = WorldModel(config).to(device).train()
-    for module in model.modules():  # adaLN-Zero gates start shut: open them a little,
-        if isinstance(module, AdaptiveNorm):  # as the first optimizer step would
-            torch.nn.init.normal_(module.proj.weight, std=0.05)
+    for module in model.modules():  # adaLN-Zero gates and SkipInit gains start shut:
+        if isinstance(module, AdaptiveNorm):  # open them a little, as the first
+            torch.nn.init.normal_(module.proj.weight, std=0.05)  # optimizer step would
+        if isinstance(module, ResNetBlock) and module.gain is not None:
+            torch.nn.init.constant_(module.gain, 0.1)
     frames, controls = random_inputs(config, device=device)
     target = torch.rand(2, 3, 32, 32, device=device)
     level = torch.rand(2, device=device) * 0.2 if noise else None
