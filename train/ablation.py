@@ -35,8 +35,7 @@ REMEDIES: dict[str, Any] = {
 }
 NO_CONTEXT = {"model.context_frames": 1}
 NO_NOISE = {"model.noise_conditioning": False, "noise.max_level": 0.0, "noise.play_level": 0.0}
-NO_UNROLL = {"unroll.schedule": "1", "unroll.boundaries": "", "unroll.rollin": 0,
-             "unroll.chains": 0}
+NO_UNROLL = {"unroll.schedule": "1", "unroll.boundaries": "", "unroll.rollin": 0}
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {**NO_CONTEXT, **NO_NOISE, **NO_UNROLL},
@@ -105,10 +104,9 @@ class _UnitTimer:
 def step_seconds(configs: dict[str, TrainConfig], rounds: int = 4) -> dict[str, float]:
     """Mean seconds of one optimizer step of each config over its run: a
     one-step step times the curriculum's mean unroll, plus the roll-in's mean
-    forward passes and the dream chains' one (on their share of the batch).
-    Each timing is the fastest of ``rounds`` rounds, every config timed in
-    turn, so a burst of load on the machine cannot make one variant look
-    dearer than the others."""
+    forward passes. Each timing is the fastest of ``rounds`` rounds, every
+    config timed in turn, so a burst of load on the machine cannot make one
+    variant look dearer than the others."""
     timers = {name: _UnitTimer(c) for name, c in configs.items()}
     unit = {name: float("inf") for name in timers}
     forward = dict(unit)
@@ -116,8 +114,7 @@ def step_seconds(configs: dict[str, TrainConfig], rounds: int = 4) -> dict[str, 
         for name, timer in timers.items():
             unit[name] = min(unit[name], timer.time())
             forward[name] = min(forward[name], timer.time_forward())
-    return {name: unit[name] * mean_unroll(c)
-            + forward[name] * (c.unroll.rollin / 2 + c.unroll.chains / c.batch_size)
+    return {name: unit[name] * mean_unroll(c) + forward[name] * c.unroll.rollin / 2
             for name, c in configs.items()}
 
 
@@ -147,8 +144,6 @@ def table(results: dict[str, dict[str, Any]], horizons: list[int]) -> str:
         unroll = "→".join(str(n) for n in c["unroll"]["schedule"])
         if c["unroll"].get("rollin"):
             unroll += f", roll-in ≤{c['unroll']['rollin']}"
-        if c["unroll"].get("chains"):
-            unroll += f", {c['unroll']['chains']} chains ≤{c['unroll']['chain_depth']}"
         noise = f"≤{c['noise']['max_level']:g} (play {c['noise']['play_level']:g})" if c[
             "model"]["noise_conditioning"] else "off"
         cells = [name, str(c["model"]["context_frames"]), noise, unroll,

@@ -126,21 +126,12 @@ class UnrollConfig:
             it dreamed. So it learns to repair the drift it meets deep in a long
             dream, not only in its first few steps. Costs up to ``rollin`` extra
             forward passes a step (no backward); 0 turns it off.
-        chains: Dream chains (``train/chains.py``): this many samples of every
-            batch continue the model's own dream from the step before, one frame
-            further each step, so training also sees windows up to
-            ``chain_depth`` steps deep in a dream, at the price of one forward
-            pass each a step. 0 turns them off.
-        chain_depth: The longest a chain runs before it restarts from true
-            frames; each run's length is drawn uniformly from 1 to this.
     """
 
     schedule: tuple[int, ...] = (1,)
     boundaries: tuple[float, ...] = ()
     detach: bool = False
     rollin: int = 0
-    chains: int = 0
-    chain_depth: int = 64
 
     def __post_init__(self) -> None:
         if not self.schedule or min(self.schedule) < 1:
@@ -154,9 +145,6 @@ class UnrollConfig:
                 raise ValueError(f"unroll.boundaries must rise within (0, 1), got {b}")
         if self.rollin < 0:
             raise ValueError(f"unroll.rollin must be >= 0, got {self.rollin}")
-        if self.chains < 0 or self.chain_depth < 1:
-            raise ValueError(f"unroll.chains must be >= 0 and unroll.chain_depth >= 1, got "
-                             f"{self.chains} and {self.chain_depth}")
 
     @property
     def max_length(self) -> int:
@@ -245,11 +233,6 @@ class TrainConfig:
     checkpoint_every: int = 250
     keep_last: int = 3
     val_batches: int = 8
-
-    def __post_init__(self) -> None:
-        if self.unroll.chains > self.batch_size:
-            raise ValueError(f"unroll.chains ({self.unroll.chains}) must be at most "
-                             f"batch_size ({self.batch_size}): chains are part of each batch")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -24,7 +24,6 @@ from torch import nn
 
 from models import Discriminator, WorldModel
 from models.device import resolve_device
-from train.chains import DreamChains
 from train.checkpoint import check_compatible, find_resume, load_checkpoint, save_checkpoint
 from train.config import NoiseConfig, TrainConfig
 from train.data import WORKER_CONTEXT, StepBatches, build_datasets, to_model_inputs
@@ -253,9 +252,6 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
         disc = Discriminator(config.gan.discriminator(), m).to(device)
         disc_opt = torch.optim.AdamW(disc.parameters(), lr=config.gan.lr, betas=(0.5, 0.999))
 
-    chains = (DreamChains(train_set, config.unroll.chains, config.unroll.chain_depth,
-                          m.context_frames, config.seed, ctx.rank)
-              if config.unroll.chains else None)
     start_step, best = 0, None
     resume_path = find_resume(run_dir, resume)
     if resume_path is not None:
@@ -270,8 +266,6 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
         if disc is not None and state.get("discriminator") is not None and disc_opt is not None:
             disc.load_state_dict(state["discriminator"])
             disc_opt.load_state_dict(state["discriminator_optimizer"])
-        if chains is not None and ctx.main and state.get("chains") is not None:
-            chains.load_state_dict(state["chains"])
         start_step, best = int(state["step"]), state.get("best_val_psnr")
         if ctx.main:
             log.info("resumed from %s at step %d", resume_path, start_step)
@@ -306,8 +300,6 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
                 "discriminator": disc.state_dict() if disc is not None else None,
                 "discriminator_optimizer": disc_opt.state_dict() if disc_opt else None,
                 "step": step, "best_val_psnr": best, "config": config.to_dict(),
-                # Rank 0's dream chains; under torchrun the others restart theirs.
-                "chains": chains.state_dict() if chains is not None else None,
                 "data": [{"recording": str(f), "transitions": len(r)}
                          for f, r in ((p[0].recording.directory, p[1]) for p in train_set.parts)],
                 "versions": {"torch": str(torch.__version__)}}
@@ -329,21 +321,12 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
             # Seeded by (seed, step, rank): a resumed run draws the same noise.
             generator = torch.Generator(device).manual_seed(
                 (config.seed * 1_000_003 + step) * 64 + ctx.rank)
-            told = (torch.full((len(context),), config.noise.play_level, device=device)
-                    if m.noise_conditioning else None)
-            if chains is not None:  # the first samples continue the dream chains
-                C = chains.count
-                parts = chains.batch(device)
-                context, controls, targets = (torch.cat([c, x[C:]]) for c, x in zip(
-                    parts, (context, controls, targets), strict=True))
-                with autocast():
-                    chains.advance(net, context[:C], controls[:C, 0],
-                                   None if told is None else told[:C], step, config.seed,
-                                   ctx.rank)
             if config.unroll.rollin:
                 n_in = int(torch.randint(0, config.unroll.rollin + 1, (1,),
                                          generator=generator, device=generator.device))
                 if n_in:
+                    told = (torch.full((len(context),), config.noise.play_level, device=device)
+                            if m.noise_conditioning else None)
                     with autocast():
                         context = roll_in(net, context, controls[:, :n_in], told)
                     controls, targets = controls[:, n_in:], targets[:, n_in:]

@@ -39,7 +39,7 @@ def moving_square_recording(directory: Path, episodes: int = 3, steps: int = 12,
 PLAIN = {"model.context_frames": 1, "model.noise_conditioning": False,
          "model.attention_mode": "concat", "noise.max_level": 0.0,
          "noise.play_level": 0.0, "unroll.schedule": "1", "unroll.boundaries": "",
-         "unroll.rollin": 0, "unroll.chains": 0}
+         "unroll.rollin": 0}
 
 
 def baby_config(recording: Path, **overrides: Any) -> TrainConfig:

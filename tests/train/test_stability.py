@@ -17,10 +17,8 @@ from torch import nn
 import train.loop
 from models import WorldModel
 from tests.train.helpers import baby_config, moving_square_recording
-from train.chains import DreamChains, successors
 from train.checkpoint import load_checkpoint, model_from_checkpoint
 from train.config import UnrollConfig
-from train.data import TransitionSet, load_frames, transition_rows
 from train.drift import Reference, collapse_check, frame_stats, free_run, scripted_sticks
 from train.loop import fit, roll_in, unrolled_loss
 
@@ -44,8 +42,6 @@ def test_curriculum_stages_split_the_run_evenly_or_at_the_boundaries() -> None:
     with pytest.raises(ValueError, match="rollin must be >= 0"):
         UnrollConfig(rollin=-1)
     assert UnrollConfig(schedule=(1, 2, 4), rollin=8).horizon == 12
-    with pytest.raises(ValueError, match="chain_depth >= 1"):
-        UnrollConfig(chains=4, chain_depth=0)
 
 
 class Spy(nn.Module):
@@ -153,9 +149,7 @@ def test_multistep_noisy_training_with_amp_and_checkpointing_resumes_exactly(
                 "noise.max_level": 0.1, "noise.play_level": 0.02, "unroll.schedule": "1,2,3",
                 "model.grad_checkpointing": True, "precision": "bf16", "steps": 6,
                 "checkpoint_every": 3, "eval_every": 100}
-    # Dream chains too: their windows are in the checkpoint, so they resume exactly.
-    config = baby_config(rec, **settings, **{"unroll.rollin": 2, "unroll.chains": 2,
-                                             "unroll.chain_depth": 3})
+    config = baby_config(rec, **settings, **{"unroll.rollin": 2})
     rolled: list[int] = []
 
     def spy_roll_in(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
@@ -183,49 +177,6 @@ def test_multistep_noisy_training_with_amp_and_checkpointing_resumes_exactly(
     b = load_checkpoint(tmp_path / "resumed" / "latest.pt")["model"]
     for k in a:  # the same noise and the same batches after the resume
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
-
-
-def test_dream_chains_feed_the_models_frames_back_and_restart(tmp_path: Path) -> None:
-    rec = moving_square_recording(tmp_path / "rec", episodes=2, steps=12)
-    frames = load_frames(rec, (16, 16), 4)
-    rows = transition_rows(frames, 2, 1)
-    data = TransitionSet([(frames, rows)], 2, 1)
-    nxt = successors(data, np.arange(len(data)))
-    for i, j in enumerate(nxt):  # one frame on in the same episode, or -1
-        assert j == (i + 1 if i + 1 < len(rows) and rows[i + 1, 0] == rows[i, 0] + 1 else -1)
-    assert (nxt == -1).sum() == 2  # the end of each episode
-
-    cpu = torch.device("cpu")
-    chains = DreamChains(data, 5, depth=4, context_frames=2)
-    spy = Spy()
-    context, controls, targets = chains.batch(cpu)
-    truth = data.batch(chains.index)["frames"].float() / 255
-    torch.testing.assert_close(context, truth[:, :2])  # fresh chains: true frames
-    ages = []
-    for step in range(40):
-        before = chains.index.copy()
-        chains.advance(spy, context, controls[:, 0], None, step)
-        torch.testing.assert_close(spy.calls[-1][1], controls[:, 0])
-        went_on = chains.age > 0
-        context_next, controls, targets = chains.batch(cpu)
-        truth = data.batch(chains.index)["frames"].float() / 255
-        assert (chains.index[went_on] == before[went_on] + 1).all()
-        torch.testing.assert_close(targets, truth[:, 2:])  # always the true next frame
-        torch.testing.assert_close(  # a dream: the window slid on by the model's frame
-            context_next[went_on],
-            torch.cat([context[:, 1:], (context[:, -1:] + 0.1).clamp(0, 1)], 1)[went_on])
-        torch.testing.assert_close(context_next[~went_on], truth[~went_on, :2])
-        ages.extend(chains.age.tolist())
-        context = context_next
-    assert max(ages) == 3  # runs of up to depth - 1 dreamed frames
-    assert ages.count(0) > 5
-
-    path = tmp_path / "chains.pt"
-    torch.save(chains.state_dict(), path)
-    again = DreamChains(data, 5, depth=4, context_frames=2, seed=1)
-    again.load_state_dict(torch.load(path, weights_only=True))
-    for a, b in zip(again.batch(cpu), chains.batch(cpu), strict=True):
-        torch.testing.assert_close(a, b)
 
 
 def constant_model(config: Any) -> WorldModel:
