@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.config import ConvNorm
+
 Resample = Literal["none", "down", "up"]
-ConvNorm = Literal["instance", "layer", "none"]
 
 
 def make_activation(name: str) -> nn.Module:

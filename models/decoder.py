@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.blocks import ConvNorm, resnet_stages
+from models.blocks import resnet_stages
+from models.config import ConvNorm
 
 
 class CNNDecoder(nn.Module):

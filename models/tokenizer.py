@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.blocks import ConvNorm, Mlp, make_activation, make_norm, resnet_stages
+from models.blocks import Mlp, make_activation, make_norm, resnet_stages
+from models.config import ConvNorm
 
 
 def sincos_pos_embed_2d(dim: int, rows: int, cols: int) -> torch.Tensor:
