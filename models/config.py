@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 Activation = Literal["gelu", "relu"]
 AttentionMode = Literal["concat", "interleaved", "adaln"]
-OutputMode = Literal["absolute", "residual"]
+OutputMode = Literal["absolute", "residual", "warp"]
 PosEmbed = Literal["learned", "sincos"]
 ConvNorm = Literal["instance", "layer", "none"]
 
@@ -53,7 +53,10 @@ class WorldModelConfig:
             out of the sequence and sets the scale, shift and gate of every norm from
             it (adaptive LayerNorm, zero-initialised, as in DiT).
         output_mode: ``absolute`` predicts the next frame through a sigmoid;
-            ``residual`` predicts a change added to the last context frame.
+            ``residual`` predicts a change added to the last context frame;
+            ``warp`` predicts a per-pixel motion field that resamples the last
+            context frame, plus a change added to the warped frame: turning and
+            walking move the picture's texture instead of repainting it.
         pos_embed: ``learned`` or fixed 2-D ``sincos`` positional embedding.
         dropout: Dropout in attention, MLPs and after the positional embedding.
         noise_conditioning: The model takes a third input, the level (standard

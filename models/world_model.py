@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -29,6 +30,8 @@ class WorldModel(nn.Module):
             to rebuild it.
     """
 
+    sample_grid: torch.Tensor  # the identity sampling grid, in ``warp`` output mode
+
     def __init__(self, config: WorldModelConfig) -> None:
         super().__init__()
         self.config = config
@@ -52,8 +55,13 @@ class WorldModel(nn.Module):
         self.norm = nn.LayerNorm(c.embed_dim, elementwise_affine=not adaptive)
         # adaln: the final norm's shift and scale come from the action too (DiT's last layer).
         self.final_modulation = AdaptiveNorm(c.embed_dim, 2) if adaptive else None
+        warp = c.output_mode == "warp"
         self.decoder = CNNDecoder(c.embed_dim, c.decoder_filters, c.decoder_blocks,
-                                  c.grid_size, c.activation, c.conv_norm)
+                                  c.grid_size, c.activation, c.conv_norm,
+                                  out_channels=5 if warp else 3)
+        if warp:  # where each output pixel samples the last frame, before the motion
+            self.register_buffer("sample_grid", _identity_grid(c.height, c.width),
+                                 persistent=False)
         self.apply(_init_weights)
         for module in self.modules():
             if isinstance(module, AdaptiveNorm):
@@ -108,11 +116,15 @@ class WorldModel(nn.Module):
         """Image tokens (B, N, D) -> next frame (B, 3, H, W) in [0, 1].
 
         ``last_frame`` (B, 3, H, W) is the most recent context frame, which the
-        ``residual`` output mode adds its predicted change to.
+        ``residual`` output mode adds its predicted change to, and the ``warp``
+        mode first moves along its predicted motion.
         """
         out = self.decoder(tokens)
-        if self.config.output_mode == "residual":
-            frame = last_frame + out
+        mode = self.config.output_mode
+        if mode in ("residual", "warp"):
+            if mode == "warp":
+                last_frame = self.warp(last_frame, out[:, 3:])
+            frame = last_frame + out[:, :3]
             clamped = frame.clamp(0.0, 1.0)
             if self.training:
                 # Straight-through: the clamp's value, the identity's gradient. A plain
@@ -121,6 +133,17 @@ class WorldModel(nn.Module):
                 return frame + (clamped - frame).detach()
             return clamped
         return torch.sigmoid(out)
+
+    def warp(self, frame: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+        """Resample ``frame`` (B, 3, H, W) along ``motion`` (B, 2, H, W), each output
+        pixel taking the colour ``FLOW_PIXELS * motion`` pixels (x, y) away,
+        bilinearly; pixels from beyond the edge repeat the border."""
+        H, W = frame.shape[-2:]
+        scale = torch.tensor([2.0 * FLOW_PIXELS / W, 2.0 * FLOW_PIXELS / H],
+                             device=frame.device)
+        grid = self.sample_grid + motion.float().permute(0, 2, 3, 1) * scale  # (B, H, W, 2)
+        return F.grid_sample(frame.float(), grid, mode="bicubic", padding_mode="border",
+                             align_corners=False)
 
     def forward(self, frames: torch.Tensor, controls: torch.Tensor,
                 noise_level: torch.Tensor | None = None) -> torch.Tensor:
@@ -185,6 +208,20 @@ class WorldModel(nn.Module):
 # The noise MLP sees 10x the level: levels of interest (up to ~0.3 in [0, 1] pixel
 # units) then span a unit range, like the controls do.
 NOISE_INPUT_SCALE = 10.0
+
+
+# A warp model's raw motion output of 1 moves the picture this many pixels: at
+# 64x64 a full-stick turn in Doom is about 8.
+FLOW_PIXELS = 8.0
+
+
+def _identity_grid(height: int, width: int) -> torch.Tensor:
+    """``(1, H, W, 2)`` pixel-centre coordinates (x, y) in [-1, 1], the grid on
+    which ``grid_sample`` with ``align_corners=False`` returns its input."""
+    ys = (torch.arange(height, dtype=torch.float32) * 2 + 1) / height - 1
+    xs = (torch.arange(width, dtype=torch.float32) * 2 + 1) / width - 1
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([x, y], dim=-1)[None]
 
 
 def _is_tracing() -> bool:

@@ -33,8 +33,9 @@ VARIANTS = {
     "interleaved-registers-k4-unnormed": {
         "model.attention_mode": "interleaved", "model.num_registers": 4,
         "model.context_frames": 4, "model.conv_norm": "none"},
-    "adaln-k2-layernorm": {"model.attention_mode": "adaln", "model.context_frames": 2,
-                           "model.conv_norm": "layer"},
+    # The warp output: grid_sample in every backend.
+    "adaln-k2-layernorm-warp": {"model.attention_mode": "adaln", "model.context_frames": 2,
+                                "model.conv_norm": "layer", "model.output_mode": "warp"},
 }
 
 

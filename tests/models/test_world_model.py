@@ -9,10 +9,12 @@ import torch
 
 from models import PRESETS, ResNetBlock, WorldModel, WorldModelConfig, preset
 from models.attention import AdaptiveNorm
+from models.world_model import FLOW_PIXELS
 from tests.models.helpers import baby_config, random_inputs
 
 ALL_MODES = list(itertools.product(
-    ["concat", "interleaved", "adaln"], [0, 4], [1, 4], ["absolute", "residual"], ["gelu", "relu"]))
+    ["concat", "interleaved", "adaln"], [0, 4], [1, 4], ["absolute", "residual", "warp"],
+    ["gelu", "relu"]))
 
 
 @pytest.mark.parametrize(("attention", "registers", "k", "output", "activation"), ALL_MODES)
@@ -45,13 +47,51 @@ def test_stages_compose_to_forward(device: torch.device) -> None:
     torch.testing.assert_close(out, model(frames, controls))
 
 
-def test_residual_mode_starts_near_copy_last_frame(device: torch.device) -> None:
-    config = baby_config(output_mode="residual", context_frames=2)
+@pytest.mark.parametrize("output", ["residual", "warp"])
+def test_residual_and_warp_modes_start_near_copy_last_frame(output: str,
+                                                            device: torch.device) -> None:
+    config = baby_config(output_mode=output, context_frames=2)
     model = WorldModel(config).to(device).eval()
     frames, controls = random_inputs(config, device=device)
+    frames = torch.nn.functional.avg_pool3d(frames, (1, 5, 5), 1, (0, 2, 2),
+                                            count_include_pad=False)  # smooth, like a picture
     out = model(frames, controls)
     assert (out - frames[:, -1]).abs().max() < 0.05
-    assert (out - frames[:, 0]).abs().mean() > 0.2  # the last frame, not the first
+    assert (out - frames[:, 0]).abs().mean() > 0.05  # the last frame, not the first
+
+
+def test_warp_moves_the_picture_by_the_motion_field(device: torch.device) -> None:
+    model = WorldModel(baby_config(output_mode="warp")).to(device)
+    frame = torch.rand(2, 3, 32, 32, device=device)
+    motion = torch.zeros(2, 2, 32, 32, device=device)
+    torch.testing.assert_close(model.warp(frame, motion), frame)  # no motion: the frame
+    motion[0, 0] = 2 / FLOW_PIXELS  # sample 2 pixels to the right: the picture moves left
+    motion[1, 1] = -1 / FLOW_PIXELS  # sample 1 pixel up: the picture moves down
+    out = model.warp(frame, motion)
+    torch.testing.assert_close(out[0, :, :, :-2], frame[0, :, :, 2:])
+    torch.testing.assert_close(out[0, :, :, -1], frame[0, :, :, -1])  # the border repeats
+    torch.testing.assert_close(out[1, :, 1:], frame[1, :, :-1])
+    ramp = torch.linspace(0, 1, 32, device=device).view(1, 1, 32, 1).expand(2, 3, 32, 32)
+    half = model.warp(ramp, motion / 2)  # half a pixel down: a ramp moves exactly
+    torch.testing.assert_close(half[1, :, 2:-2], ramp[1, :, 2:-2] - 0.5 / 31)
+
+
+def test_warp_keeps_the_detail_that_bilinear_resampling_loses(device: torch.device) -> None:
+    from train.drift import detail_energy
+
+    model = WorldModel(baby_config(output_mode="warp")).to(device)
+    frame = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 34, 34, device=device), 3, 1)
+    motion = torch.zeros(1, 2, 32, 32, device=device)
+    detail = float(detail_energy(frame.cpu().numpy())[0])
+    blurred, x = frame, frame
+    for i in range(10):  # half a pixel there and back, five times
+        motion[:, :] = (0.5 if i % 2 == 0 else -0.5) / FLOW_PIXELS
+        x = model.warp(x, motion)
+        blurred = torch.nn.functional.grid_sample(
+            blurred, model.sample_grid + motion.permute(0, 2, 3, 1) * 2 * FLOW_PIXELS / 32,
+            mode="bilinear", padding_mode="border", align_corners=False)
+    kept, bilinear = (float(detail_energy(t.cpu().numpy())[0]) / detail for t in (x, blurred))
+    assert kept > 0.6 > 2 * bilinear, (kept, bilinear)  # a dream warps every step
 
 
 def test_controls_change_the_prediction(device: torch.device) -> None:
@@ -66,7 +106,8 @@ def test_controls_change_the_prediction(device: torch.device) -> None:
 @pytest.mark.parametrize(("attention", "output", "noise", "norm"), [
     ("concat", "absolute", False, "instance"), ("concat", "residual", True, "layer"),
     ("interleaved", "absolute", True, "none"), ("interleaved", "residual", False, "instance"),
-    ("adaln", "absolute", True, "layer"), ("adaln", "residual", False, "none")])
+    ("adaln", "absolute", True, "layer"), ("adaln", "residual", False, "none"),
+    ("adaln", "warp", True, "layer"), ("concat", "warp", False, "instance")])
 def test_every_parameter_receives_a_gradient(attention: str, output: str, noise: bool,
                                              norm: str, device: torch.device) -> None:
     config = baby_config(attention_mode=attention, output_mode=output, num_registers=2,
