@@ -43,6 +43,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-context": {**REMEDIES, **NO_CONTEXT},
     "no-noise": {**REMEDIES, **NO_NOISE},
     "no-multistep": {**REMEDIES, **NO_UNROLL},
+    "no-rollin": {**REMEDIES, "unroll.rollin": 0},
     "interleaved": {**REMEDIES, "model.attention_mode": "interleaved"},
     "adaln": {**REMEDIES, "model.attention_mode": "adaln"},
 }
