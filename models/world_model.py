@@ -30,7 +30,8 @@ class WorldModel(nn.Module):
             to rebuild it.
     """
 
-    sample_grid: torch.Tensor  # the identity sampling grid, in ``warp`` output mode
+    sample_grid: torch.Tensor  # in ``warp`` output mode: the identity sampling grid
+    motion_scale: torch.Tensor  # and the grid units of one unit of raw motion (x, y)
 
     def __init__(self, config: WorldModelConfig) -> None:
         super().__init__()
@@ -60,8 +61,12 @@ class WorldModel(nn.Module):
                                   c.grid_size, c.activation, c.conv_norm,
                                   out_channels=5 if warp else 3)
         if warp:  # where each output pixel samples the last frame, before the motion
-            self.register_buffer("sample_grid", _identity_grid(c.height, c.width),
-                                 persistent=False)
+            identity = torch.eye(2, 3)[None]
+            self.register_buffer("sample_grid", F.affine_grid(
+                identity, [1, 3, c.height, c.width], align_corners=False), persistent=False)
+            # A raw motion of 1 is FLOW_PIXELS pixels, in grid units (2 spans the frame).
+            self.register_buffer("motion_scale", torch.tensor(
+                [2.0 * FLOW_PIXELS / c.width, 2.0 * FLOW_PIXELS / c.height]), persistent=False)
         self.apply(_init_weights)
         for module in self.modules():
             if isinstance(module, AdaptiveNorm):
@@ -137,11 +142,9 @@ class WorldModel(nn.Module):
     def warp(self, frame: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
         """Resample ``frame`` (B, 3, H, W) along ``motion`` (B, 2, H, W), each output
         pixel taking the colour ``FLOW_PIXELS * motion`` pixels (x, y) away,
-        bilinearly; pixels from beyond the edge repeat the border."""
-        H, W = frame.shape[-2:]
-        scale = torch.tensor([2.0 * FLOW_PIXELS / W, 2.0 * FLOW_PIXELS / H],
-                             device=frame.device)
-        grid = self.sample_grid + motion.float().permute(0, 2, 3, 1) * scale  # (B, H, W, 2)
+        bicubically (bilinear resampling would blur a dream a little more every
+        step); pixels from beyond the edge repeat the border."""
+        grid = self.sample_grid + motion.float().permute(0, 2, 3, 1) * self.motion_scale
         return F.grid_sample(frame.float(), grid, mode="bicubic", padding_mode="border",
                              align_corners=False)
 
@@ -213,15 +216,6 @@ NOISE_INPUT_SCALE = 10.0
 # A warp model's raw motion output of 1 moves the picture this many pixels: at
 # 64x64 a full-stick turn in Doom is about 8.
 FLOW_PIXELS = 8.0
-
-
-def _identity_grid(height: int, width: int) -> torch.Tensor:
-    """``(1, H, W, 2)`` pixel-centre coordinates (x, y) in [-1, 1], the grid on
-    which ``grid_sample`` with ``align_corners=False`` returns its input."""
-    ys = (torch.arange(height, dtype=torch.float32) * 2 + 1) / height - 1
-    xs = (torch.arange(width, dtype=torch.float32) * 2 + 1) / width - 1
-    y, x = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([x, y], dim=-1)[None]
 
 
 def _is_tracing() -> bool:
