@@ -88,7 +88,7 @@ def test_warp_keeps_the_detail_that_bilinear_resampling_loses(device: torch.devi
         motion[:, :] = (0.5 if i % 2 == 0 else -0.5) / FLOW_PIXELS
         x = model.warp(x, motion)
         blurred = torch.nn.functional.grid_sample(
-            blurred, model.sample_grid + motion.permute(0, 2, 3, 1) * 2 * FLOW_PIXELS / 32,
+            blurred, model.sample_grid + motion.permute(0, 2, 3, 1) * model.motion_scale,
             mode="bilinear", padding_mode="border", align_corners=False)
     kept, bilinear = (float(detail_energy(t.cpu().numpy())[0]) / detail for t in (x, blurred))
     assert kept > 0.6 > 2 * bilinear, (kept, bilinear)  # a dream warps every step
