@@ -126,12 +126,16 @@ class UnrollConfig:
             it dreamed. So it learns to repair the drift it meets deep in a long
             dream, not only in its first few steps. Costs up to ``rollin`` extra
             forward passes a step (no backward); 0 turns it off.
+        rollin_share: The share of each batch's samples that are rolled in; the
+            others start from the true context. The roll-in's cost scales with it,
+            so a small share buys drift repair for a fraction of the price.
     """
 
     schedule: tuple[int, ...] = (1,)
     boundaries: tuple[float, ...] = ()
     detach: bool = False
     rollin: int = 0
+    rollin_share: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.schedule or min(self.schedule) < 1:
@@ -145,6 +149,8 @@ class UnrollConfig:
                 raise ValueError(f"unroll.boundaries must rise within (0, 1), got {b}")
         if self.rollin < 0:
             raise ValueError(f"unroll.rollin must be >= 0, got {self.rollin}")
+        if not 0 < self.rollin_share <= 1:
+            raise ValueError(f"unroll.rollin_share must be in (0, 1], got {self.rollin_share}")
 
     @property
     def max_length(self) -> int:

@@ -112,6 +112,22 @@ def roll_in(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
     return torch.cat([context, frames], dim=1)[:, -context.shape[1]:]
 
 
+def roll_in_share(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
+                  targets: torch.Tensor, steps: int, share: float,
+                  level: torch.Tensor | None,
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Roll the first ``share`` of the batch in by ``steps`` steps (see ``roll_in``);
+    the rest keep the true context. Returns the windows, controls ``(B, T - steps, C)``
+    and targets ``(B, T - steps, 3, H, W)`` the supervised steps start from."""
+    n = max(1, round(share * len(context)))
+    rest = controls.shape[1] - steps
+    rolled = roll_in(net, context[:n], controls[:n, :steps],
+                     None if level is None else level[:n])
+    return (torch.cat([rolled.to(context.dtype), context[n:]]),
+            torch.cat([controls[:n, steps:], controls[n:, :rest]]),
+            torch.cat([targets[:n, steps:], targets[n:, :rest]]))
+
+
 def unrolled_loss(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
                   targets: torch.Tensor, config: TrainConfig, steps: int,
                   generator: torch.Generator,
@@ -328,8 +344,9 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
                     told = (torch.full((len(context),), config.noise.play_level, device=device)
                             if m.noise_conditioning else None)
                     with autocast():
-                        context = roll_in(net, context, controls[:, :n_in], told)
-                    controls, targets = controls[:, n_in:], targets[:, n_in:]
+                        context, controls, targets = roll_in_share(
+                            net, context, controls, targets, n_in, config.unroll.rollin_share,
+                            told)
             with autocast():
                 terms, pred = unrolled_loss(net, context, controls, targets, config, unroll,
                                             generator)
