@@ -123,7 +123,7 @@ def roll_in_share(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
     rest = controls.shape[1] - steps
     rolled = roll_in(net, context[:n], controls[:n, :steps],
                      None if level is None else level[:n])
-    return (torch.cat([rolled.to(context.dtype), context[n:]]),
+    return (torch.cat([rolled, context[n:]]),
             torch.cat([controls[:n, steps:], controls[n:, :rest]]),
             torch.cat([targets[:n, steps:], targets[n:, :rest]]))
 
