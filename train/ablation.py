@@ -145,9 +145,11 @@ def plan(base: TrainConfig, names: list[str], minutes: float) -> dict[str, Train
 
 def table(results: dict[str, dict[str, Any]], horizons: list[int]) -> str:
     """The ablation as a Markdown table: PSNR (dB) at each horizon, and the gain
-    over copy-last-frame on the same samples."""
+    over copy-last-frame on the same samples; then how much each stick axis
+    matters (the stick response: L1 with the axis flipped over L1 with the true
+    sticks, 1.00 when the model ignores it)."""
     head = ["run", "K", "noise", "unroll", "controls", "steps", "1-step"] + [
-        f"{h}-step" for h in horizons if h > 1]
+        f"{h}-step" for h in horizons if h > 1] + ["stick response"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
         c = r["config"]
@@ -168,12 +170,15 @@ def table(results: dict[str, dict[str, Any]], horizons: list[int]) -> str:
                 roll = r["eval"]["rollout"].get(str(h))
                 cells.append("–" if roll is None else
                              f"{roll['psnr']:.2f} ({roll['psnr_gain_db']:+.2f})")
+        sticks = r["eval"].get("sticks") or {}
+        cells.append(", ".join(f"{k.replace('_', ' ')} {v['flip_l1_ratio']:.2f}"
+                               for k, v in sticks.items()) or "–")
         lines.append("| " + " | ".join(cells) + " |")
     copy = next(iter(results.values()))["eval"]
     lines.append("| copy-last-frame | | | | | | " + " | ".join(
         [f"{copy['one_step']['copy_psnr']:.2f}"] + [
             f"{copy['rollout'][str(h)]['copy_psnr']:.2f}" for h in horizons
-            if h > 1 and str(h) in copy["rollout"]]) + " |")
+            if h > 1 and str(h) in copy["rollout"]]) + " | |")
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ from models import WorldModel
 from train.data import Frames, TransitionSet, to_model_inputs, transition_rows
 from train.drift import CollapseReport, Reference, collapse_check, dream, free_run, scripted_sticks
 from train.losses import psnr, ssim
-from train.recording import RecordingError
+from train.recording import STICK_NAMES, RecordingError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,48 @@ def one_step_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray
             sums[name] = sums.get(name, 0.0) + float(value.sum())
     model.train(was_training)
     return {k: v / max(len(indices), 1) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def stick_response(model: WorldModel, data: TransitionSet, device: torch.device,
+                   noise_level: float = 0.0, samples: int = 128,
+                   pushed: float = 0.5) -> dict[str, dict[str, float]]:
+    """Does the model listen to each stick axis? On one-step samples where the
+    axis is pushed at least ``pushed``, the prediction with the true sticks
+    against the one with that axis flipped:
+
+    - ``flip_l1_ratio``: L1 to the real frame with the axis flipped over L1 with
+      the true sticks; 1.00 means the model ignores the axis;
+    - ``response``: mean change of the picture when the axis flips, over the
+      real frame-to-frame change; near 0 means the stick barely moves the dream.
+    """
+    was_training = model.training
+    model.eval()
+    K, C = model.config.context_frames, model.config.control_dim
+    names = STICK_NAMES if len(STICK_NAMES) == C else tuple(f"axis_{i}" for i in range(C))
+    every = np.arange(len(data))
+    controls_all = np.concatenate([f.controls[r[:, K]] for f, r in data.parts]) if len(
+        data) else np.zeros((0, C), np.float32)
+    out: dict[str, dict[str, float]] = {}
+    for axis, name in enumerate(names):
+        chosen = every[np.abs(controls_all[:, axis]) >= pushed]
+        if not len(chosen):
+            continue
+        idx = chosen[evenly_spaced(len(chosen), samples)]
+        context, controls, targets = to_model_inputs(data.batch(idx), device, K)
+        true, target = controls[:, 0], targets[:, 0]
+        flipped = true.clone()
+        flipped[:, axis] = -flipped[:, axis]
+        level = model.noise_input(len(idx), noise_level, device)
+        pred = model(context, true, level).float().clamp(0.0, 1.0)
+        other = model(context, flipped, level).float().clamp(0.0, 1.0)
+        l1 = float((pred - target).abs().mean())
+        out[name] = {"samples": len(idx),
+                     "flip_l1_ratio": float((other - target).abs().mean()) / max(l1, 1e-12),
+                     "response": float((other - pred).abs().mean()) / max(
+                         float((target - context[:, -1]).abs().mean()), 1e-12)}
+    model.train(was_training)
+    return out
 
 
 def rollout(model: WorldModel, context: torch.Tensor, controls: torch.Tensor,
@@ -156,6 +198,7 @@ def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.devi
                                           device, noise_level=noise_level)
     report["one_step"]["psnr_gain_db"] = report["one_step"]["psnr"] - report["one_step"][
         "copy_psnr"]
+    report["sticks"] = stick_response(model, one_step, device, noise_level)
     report["rollout"] = {}
     for h in sorted(horizons):
         data = transitions(h)
@@ -221,6 +264,11 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{'rollout ' + h:<14}{r['psnr']:>9.2f} {r['copy_psnr']:>10.2f}  "
                      f"{r['psnr_gain_db']:>+7.2f} dB   (SSIM {r['ssim']:.3f} vs "
                      f"{r['copy_ssim']:.3f}; {r['samples']} rollouts)")
+    if report.get("sticks"):
+        lines.append("stick response (L1 with the axis flipped / with the true sticks; 1.00x: "
+                     "the model ignores it)\n  " + "  ".join(
+                         f"{name} {r['flip_l1_ratio']:.2f}x (moves {r['response']:.2f})"
+                         for name, r in report["sticks"].items()))
     if "collapse" in report:
         c = report["collapse"]
         lines.append(CollapseReport(**{k: v for k, v in c.items() if k != "passed"}).summary())

@@ -19,7 +19,9 @@ from models import WorldModel
 from tests.train.helpers import baby_config, moving_square_recording
 from train.checkpoint import load_checkpoint, model_from_checkpoint
 from train.config import UnrollConfig
+from train.data import TransitionSet, load_frames, transition_rows
 from train.drift import Reference, collapse_check, frame_stats, free_run, scripted_sticks
+from train.evaluate import stick_response
 from train.loop import fit, roll_in, roll_in_share, unrolled_loss
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -312,10 +314,42 @@ def test_eval_cli_reports_rollouts_and_the_collapse_check(tmp_path: Path) -> Non
     assert report["noise_level"] == 0.03
     assert set(report["rollout"]) == {"1", "4", "16"}
     assert report["collapse"]["steps"] == 40
+    assert "stick response" in result.stdout
+    assert set(report["sticks"]) == {"left_x"}  # the only axis the recording pushes
     for name in ("rollout.png", "rollout.gif", "freerun.png", "freerun.gif"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
     model, _ = model_from_checkpoint(tmp_path / "run" / "latest.pt")
     assert model.config.noise_conditioning
+
+
+class FollowsLeftX(WorldModel):
+    """The square world's true dynamics: left stick x moves the picture 3 px."""
+
+    def forward(self, frames: torch.Tensor, controls: torch.Tensor,
+                noise_level: torch.Tensor | None = None) -> torch.Tensor:
+        shifts = (3 * controls[:, 0]).round().long().tolist()
+        return torch.stack([f.roll(s, dims=-1) for f, s in zip(frames[:, -1], shifts, strict=True)])
+
+
+class IgnoresSticks(WorldModel):
+    def forward(self, frames: torch.Tensor, controls: torch.Tensor,
+                noise_level: torch.Tensor | None = None) -> torch.Tensor:
+        return frames[:, -1]
+
+
+def test_stick_response_tells_a_model_that_follows_the_stick_from_one_that_ignores_it(
+        tmp_path: Path) -> None:
+    rec = load_frames(moving_square_recording(tmp_path / "rec", episodes=2, steps=30), (16, 16), 4)
+    config = baby_config(tmp_path).model
+    data = TransitionSet([(rec, transition_rows(rec, 1))], 1)
+    follows = stick_response(FollowsLeftX(config), data, torch.device("cpu"))
+    ignores = stick_response(IgnoresSticks(config), data, torch.device("cpu"))
+    assert set(follows) == set(ignores) == {"left_x"}  # the other axes are never pushed
+    assert follows["left_x"]["samples"] > 20
+    assert follows["left_x"]["flip_l1_ratio"] > 3
+    assert follows["left_x"]["response"] > 1
+    assert ignores["left_x"]["flip_l1_ratio"] == 1.0
+    assert ignores["left_x"]["response"] == 0.0
 
 
 def test_ablation_gives_every_variant_one_budget_and_prints_one_table(tmp_path: Path) -> None:
