@@ -376,6 +376,7 @@ def test_ablation_gives_every_variant_one_budget_and_prints_one_table(tmp_path: 
                                                  "| plus-unroll", "| copy-last-frame"]
     assert "| 4 | ≤0.05 (play 0.01) | 1, roll-in ≤8 on 25% |" in first.stdout
     assert "| 4 | ≤0.05 (play 0.01) | 1→2→4, roll-in ≤8 |" in first.stdout
+    assert first.stdout.count("| left x ") == 3  # each run's stick response
     plan = json.loads((tmp_path / "out" / "plan.json").read_text())
     steps = {name: plan[name]["steps"] for name in ("baseline", "all-remedies", "plus-unroll")}
     # The same compute: a roll-in of 4 forward passes on average, on a quarter of
