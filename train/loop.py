@@ -201,10 +201,14 @@ class _Dist:
 
 
 def _csv_writer(path: Path) -> tuple[Any, csv.DictWriter[str]]:
-    new = not path.exists()
+    header = None
+    if path.exists():  # a resumed run keeps its file's columns, even an older version's
+        with path.open(newline="") as old:
+            header = next(csv.reader(old), None)
     f = path.open("a", newline="")
-    writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore", restval="")
-    if new:
+    writer = csv.DictWriter(f, fieldnames=header or CSV_FIELDS, extrasaction="ignore",
+                            restval="")
+    if not header:
         writer.writeheader()
     return f, writer
 

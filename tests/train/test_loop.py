@@ -14,7 +14,7 @@ import torch
 
 from tests.train.helpers import BABY_MODEL, baby_config, moving_square_recording
 from train.checkpoint import CheckpointError, list_steps, load_checkpoint, model_from_checkpoint
-from train.loop import fit, lr_factor
+from train.loop import _csv_writer, fit, lr_factor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,6 +66,16 @@ def test_resumed_run_continues_the_step_and_schedule(tmp_path: Path) -> None:
     b = load_checkpoint(tmp_path / "resumed" / "latest.pt")["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_a_resumed_run_keeps_the_columns_of_its_older_metrics_file(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,loss,l1\n1,0.5,0.4\n")  # written by a version with fewer columns
+    f, writer = _csv_writer(path)
+    writer.writerow({"step": 2, "loss": 0.3, "l1": 0.2, "coarse": 0.1})
+    f.close()
+    assert rows(tmp_path) == [{"step": "1", "loss": "0.5", "l1": "0.4"},
+                              {"step": "2", "loss": "0.3", "l1": "0.2"}]
 
 
 def test_incompatible_model_is_refused_with_the_differing_fields(tmp_path: Path) -> None:
