@@ -72,7 +72,7 @@ def test_a_resumed_run_keeps_the_columns_of_its_older_metrics_file(tmp_path: Pat
     path = tmp_path / "metrics.csv"
     path.write_text("step,loss,l1\n1,0.5,0.4\n")  # written by a version with fewer columns
     f, writer = _csv_writer(path)
-    writer.writerow({"step": 2, "loss": 0.3, "l1": 0.2, "coarse": 0.1})
+    writer.writerow({"step": 2, "loss": 0.3, "l1": 0.2, "sobel": 0.1})
     f.close()
     assert rows(tmp_path) == [{"step": "1", "loss": "0.5", "l1": "0.4"},
                               {"step": "2", "loss": "0.3", "l1": "0.2"}]
