@@ -62,6 +62,24 @@ def eval_table(report: dict[str, Any]) -> str:
             f"{body}</table>")
 
 
+def sticks_html(sticks: dict[str, dict[str, float]]) -> str:
+    """Does the dream listen to each stick? (``train.evaluate.stick_response``)"""
+    def verdict(ratio: float) -> str:
+        return '<span class="bad">ignored</span>' if ratio < 1.005 else \
+            '<span class="good">followed</span>'
+
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{r['flip_l1_ratio']:.2f}x</td>"
+        f"<td>{r['response']:.2f}</td><td>{verdict(r['flip_l1_ratio'])}</td></tr>"
+        for name, r in sticks.items())
+    return ("<h2>Does it listen to the sticks?</h2><table><tr><th>stick axis</th>"
+            "<th>error with the axis flipped</th><th>picture moves</th><th></th></tr>"
+            f"{rows}</table><p class=muted>On held-out frames where the axis is pushed at "
+            "least half way: the one-step error with that axis flipped over the error with the "
+            "true sticks (1.00x: the model ignores it), and how much the picture changes when "
+            "it flips, over the real frame-to-frame change.</p>")
+
+
 def collapse_html(c: dict[str, Any]) -> str:
     def at(step: int | None) -> str:
         return '<span class="good">none</span>' if step is None else \
@@ -135,6 +153,7 @@ def write_report(result: DemoResult, options: DemoOptions) -> Path:
         "predictions for that many steps, under the recorded sticks."
         + (f" The model is told a context noise level of {noise:g}." if noise else "")
         + "</p>",
+        sticks_html(ev["sticks"]) if ev.get("sticks") else "",
         "<h2>Reality beside the dream</h2>",
         _figure(work / "eval" / "rollout.gif",
                 "Left: the real held-out episode. Right: the dream, started from the same "
