@@ -71,16 +71,17 @@ def stick_response(model: WorldModel, data: TransitionSet, device: torch.device,
     - ``response``: mean change of the picture when the axis flips, over the
       real frame-to-frame change; near 0 means the stick barely moves the dream.
     """
+    if not len(data):
+        return {}
     was_training = model.training
     model.eval()
     K, C = model.config.context_frames, model.config.control_dim
     names = STICK_NAMES if len(STICK_NAMES) == C else tuple(f"axis_{i}" for i in range(C))
-    every = np.arange(len(data))
-    controls_all = np.concatenate([f.controls[r[:, K]] for f, r in data.parts]) if len(
-        data) else np.zeros((0, C), np.float32)
+    # The controls before each sample's target, in the set's own index order.
+    applied = np.concatenate([f.controls[r[:, K]] for f, r in data.parts])
     out: dict[str, dict[str, float]] = {}
     for axis, name in enumerate(names):
-        chosen = every[np.abs(controls_all[:, axis]) >= pushed]
+        chosen = np.flatnonzero(np.abs(applied[:, axis]) >= pushed)
         if not len(chosen):
             continue
         idx = chosen[evenly_spaced(len(chosen), samples)]
