@@ -128,10 +128,13 @@ def step_seconds(configs: dict[str, TrainConfig], rounds: int = 4) -> dict[str, 
             for name, c in configs.items()}
 
 
-def plan(base: TrainConfig, names: list[str], minutes: float) -> dict[str, TrainConfig]:
-    """Each variant's config, its steps set so it costs ``minutes`` here."""
+def plan(base: TrainConfig, names: list[str], minutes: float,
+         seconds: dict[str, float] | None = None) -> dict[str, TrainConfig]:
+    """Each variant's config, its steps set so it costs ``minutes`` here
+    (``seconds``: each variant's step time, when already measured)."""
     variants = {name: base.replace(VARIANTS[name]) for name in names}
-    seconds = step_seconds(variants)
+    if seconds is None:
+        seconds = step_seconds(variants)
     configs = {}
     for name, config in variants.items():
         steps = max(20, int(60 * minutes / seconds[name]))
@@ -182,7 +185,12 @@ def table(results: dict[str, dict[str, Any]], horizons: list[int]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
+def train_and_score(name: str, config: TrainConfig, run: Path, val_dirs: list[str],
+                    horizons: list[int], rollouts: int, collapse_steps: int,
+                    align_context: int) -> dict[str, Any]:
+    """Train one variant into ``run`` (resuming, or not at all when it finished)
+    and score its last checkpoint on the held-out recordings; the report is
+    kept as ``run/eval/eval.json`` and reused when there is one."""
     from tqdm import tqdm
 
     from train.checkpoint import model_from_checkpoint, play_noise_level
@@ -190,6 +198,34 @@ def main(argv: list[str]) -> int:
     from train.evaluate import evaluate, format_report
     from train.loop import fit
 
+    report_path = run / "eval" / "eval.json"
+    if report_path.is_file():
+        loaded: dict[str, Any] = json.loads(report_path.read_text())
+        return loaded
+    bar = tqdm(total=config.steps, desc=name, unit="step")
+
+    def on_step(step: int, row: dict[str, float]) -> None:
+        bar.n = step
+        bar.refresh()
+
+    started = time.monotonic()
+    fit(config, run, on_step=on_step)
+    bar.close()
+    log.info("%s trained in %.1f min", name, (time.monotonic() - started) / 60)
+    device = resolve_device(config.device)
+    model, state = model_from_checkpoint(run / "latest.pt", map_location=device)
+    c = model.config
+    val = [load_frames(d, (c.width, c.height), c.control_dim) for d in val_dirs]
+    report = evaluate(model, val, device, run / "eval", horizons, rollouts=rollouts,
+                      noise_level=play_noise_level(state), collapse_steps=collapse_steps,
+                      align_context=align_context)
+    report["steps"] = state["step"]
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\n{name}\n{format_report(report)}", flush=True)
+    return report
+
+
+def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="python -m train ablate",
         description="Train one preset with each remedy for long dreams on and off (context "
@@ -227,39 +263,13 @@ def main(argv: list[str]) -> int:
         for name, config in plan(base, todo, args.minutes).items():
             planned[name] = config.to_dict()
         plan_path.write_text(json.dumps(planned, indent=2) + "\n")
-    device = resolve_device(base.device)
     max_k = max(int(planned[n]["model"]["context_frames"]) for n in args.only)
-    val = None
     results: dict[str, dict[str, Any]] = {}
     for name in args.only:
-        config = TrainConfig.from_dict(planned[name])
-        run = args.out / name
-        report_path = run / "eval" / "eval.json"
-        if not report_path.is_file():
-            bar = tqdm(total=config.steps, desc=name, unit="step")
-
-            def on_step(step: int, row: dict[str, float], bar: Any = bar) -> None:
-                bar.n = step
-                bar.refresh()
-
-            started = time.monotonic()
-            fit(config, run, on_step=on_step)
-            bar.close()
-            log.info("%s trained in %.1f min", name, (time.monotonic() - started) / 60)
-            model, state = model_from_checkpoint(run / "latest.pt", map_location=device)
-            c = model.config
-            if val is None or val[0] != (c.width, c.height):
-                val = ((c.width, c.height),
-                       [load_frames(d, (c.width, c.height), c.control_dim)
-                        for d in args.val_data])
-            report = evaluate(model, val[1], device, run / "eval", args.horizons,
-                              rollouts=args.rollouts, noise_level=play_noise_level(state),
-                              collapse_steps=args.collapse_steps if name == "all-remedies"
-                              else 0, align_context=max_k)
-            report["steps"] = state["step"]
-            report_path.write_text(json.dumps(report, indent=2) + "\n")
-            print(f"\n{name}\n{format_report(report)}", flush=True)
-        report = json.loads(report_path.read_text())
+        report = train_and_score(
+            name, TrainConfig.from_dict(planned[name]), args.out / name, args.val_data,
+            args.horizons, args.rollouts, args.collapse_steps if name == "all-remedies" else 0,
+            max_k)
         results[name] = {"config": planned[name], "steps": report["steps"], "eval": report}
     text = table(results, args.horizons)
     (args.out / "ablation.md").write_text(text + "\n")
