@@ -77,9 +77,11 @@ def run_one(args: argparse.Namespace) -> int:
     planned = json.loads((args.work / "plan.json").read_text())
     config = TrainConfig.from_dict(planned[args.name])
     started = time.monotonic()
+    init = args.init / f"{args.name}.pt" if args.init else None
     report = train_and_score(args.name, config, args.work / args.name,
                              list(config.data.val_recordings), HORIZONS, args.rollouts,
-                             args.collapse_steps, align_context=4)
+                             args.collapse_steps, align_context=4,
+                             init=init if init is not None and init.is_file() else None)
     report["wall_seconds"] = time.monotonic() - started
     (args.work / args.name / "eval" / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
@@ -131,6 +133,9 @@ def main() -> int:
     p.add_argument("--rollouts", type=int, default=32)
     p.add_argument("--collapse-steps", type=int, default=1000)
     p.add_argument("--device", default="auto")
+    p.add_argument("--init", type=Path, metavar="DIR",
+                   help="each variant starts from DIR/NAME.pt's weights (an earlier run's "
+                        "packed weights) with a fresh optimizer and schedule")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.command == "run":
@@ -173,6 +178,7 @@ def main() -> int:
         logf = (args.work / f"{name}.log").open("wb")
         runs[name] = subprocess.Popen(
             [sys.executable, __file__, "run", name, "--work", str(args.work),
+             *(["--init", str(args.init)] if args.init else []),
              "--rollouts", str(args.rollouts), "--collapse-steps", str(args.collapse_steps)],
             cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT)
     for name, proc in runs.items():

@@ -49,6 +49,10 @@ def fit_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default="auto",
                    help="auto: continue from RUN/latest.pt if present; never: start over "
                         "(the directory must hold no checkpoint); or a checkpoint path")
+    p.add_argument("--init", type=Path, metavar="CHECKPOINT",
+                   help="start a new run from this checkpoint's weights (its EMA), with a fresh "
+                        "optimizer and schedule: fine-tune on new recordings, or train a "
+                        "finished run further; the model config must match")
     p.add_argument("--steps", type=int, help="optimizer steps (the cosine schedule's length)")
     p.add_argument("--minutes", type=float,
                    help="stop after this much wall time, with a checkpoint (0: no limit)")
@@ -128,7 +132,7 @@ def _fit(argv: list[str]) -> int:
         bar.refresh()
 
     try:
-        result = fit(config, args.run, args.resume, on_step, on_cache)
+        result = fit(config, args.run, args.resume, on_step, on_cache, init=args.init)
     finally:
         for b in bars.values():
             b.close()

@@ -187,10 +187,11 @@ def table(results: dict[str, dict[str, Any]], horizons: list[int]) -> str:
 
 def train_and_score(name: str, config: TrainConfig, run: Path, val_dirs: list[str],
                     horizons: list[int], rollouts: int, collapse_steps: int,
-                    align_context: int) -> dict[str, Any]:
-    """Train one variant into ``run`` (resuming, or not at all when it finished)
-    and score its last checkpoint on the held-out recordings; the report is
-    kept as ``run/eval/eval.json`` and reused when there is one."""
+                    align_context: int, init: Path | None = None) -> dict[str, Any]:
+    """Train one variant into ``run`` (resuming, or not at all when it finished;
+    a new run starts from ``init``'s weights when given) and score its last
+    checkpoint on the held-out recordings; the report is kept as
+    ``run/eval/eval.json`` and reused when there is one."""
     from tqdm import tqdm
 
     from train.checkpoint import model_from_checkpoint, play_noise_level
@@ -209,7 +210,7 @@ def train_and_score(name: str, config: TrainConfig, run: Path, val_dirs: list[st
         bar.refresh()
 
     started = time.monotonic()
-    fit(config, run, on_step=on_step)
+    fit(config, run, on_step=on_step, init=init)
     bar.close()
     log.info("%s trained in %.1f min", name, (time.monotonic() - started) / 60)
     device = resolve_device(config.device)

@@ -106,12 +106,18 @@ def model_config_differences(saved: dict[str, Any], current: WorldModelConfig) -
     return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
 
 
-def check_compatible(state: dict[str, Any], current: WorldModelConfig, path: Path) -> None:
+def check_compatible(state: dict[str, Any], current: WorldModelConfig, path: Path,
+                     start: bool = False) -> None:
+    """Refuse a checkpoint of another model, naming the fields that differ
+    (``start``: it was given as a new run's starting weights, not to resume)."""
     diffs = model_config_differences(state["config"]["model"], current)
     if diffs:
+        advice = ("Start from a checkpoint of this model, or set the same model fields." if start
+                  else "Start a new --run-dir, or --resume never.")
         raise CheckpointError(
-            f"{path} was trained with another model; refusing to resume. Differing fields "
-            f"(checkpoint -> now): {'; '.join(diffs)}. Start a new --run-dir, or --resume never.")
+            f"{path} was trained with another model; refusing to "
+            f"{'start from it' if start else 'resume'}. Differing fields "
+            f"(checkpoint -> now): {'; '.join(diffs)}. {advice}")
 
 
 def model_from_checkpoint(path: str | Path, ema: bool = True,

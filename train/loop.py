@@ -223,7 +223,8 @@ def _tensorboard(run_dir: Path) -> Any:
 
 def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
         on_step: Callable[[int, dict[str, float]], None] | None = None,
-        on_cache: Callable[[str, int, int], None] | None = None) -> FitResult:
+        on_cache: Callable[[str, int, int], None] | None = None,
+        init: str | Path | None = None) -> FitResult:
     """Train a world model as ``config`` says, writing into ``run_dir``.
 
     Args:
@@ -233,6 +234,9 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
             or a checkpoint path.
         on_step: Called after each step with the step and its logged scalars.
         on_cache: Progress of frame-cache building: (recording, done, total).
+        init: A checkpoint whose weights (its EMA when it has one) a new run
+            starts from, with a fresh optimizer and schedule: fine-tuning, or
+            more training after a finished schedule. Ignored when resuming.
     """
     run_dir = Path(run_dir)
     ctx = _Dist(config.device)
@@ -289,6 +293,15 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
         start_step, best = int(state["step"]), state.get("best_val_psnr")
         if ctx.main:
             log.info("resumed from %s at step %d", resume_path, start_step)
+    elif init is not None:
+        state = load_checkpoint(init, device)
+        check_compatible(state, m, Path(init), start=True)
+        weights = state["ema"] if state.get("ema") is not None else state["model"]
+        model.load_state_dict(weights)
+        if ema is not None:
+            ema.model.load_state_dict(weights)
+        if ctx.main:
+            log.info("starting from the weights of %s (step %d)", init, int(state["step"]))
 
     net: nn.Module = model
     if ctx.world > 1:

@@ -87,6 +87,28 @@ def test_incompatible_model_is_refused_with_the_differing_fields(tmp_path: Path)
         fit(other, tmp_path / "run")
 
 
+def test_a_new_run_starts_from_the_weights_it_is_given(tmp_path: Path) -> None:
+    rec = moving_square_recording(tmp_path / "rec")
+    fit(baby_config(rec, steps=3), tmp_path / "first")
+    given = load_checkpoint(tmp_path / "first" / "latest.pt")["ema"]
+    # At a learning rate of ~0 the weights cannot move: the run holds what it was given.
+    still = baby_config(rec, steps=2, **{"optim.lr": 1e-30, "optim.weight_decay": 0.0})
+    result = fit(still, tmp_path / "second", init=tmp_path / "first" / "latest.pt")
+    assert result.step == 2
+    assert [int(r["step"]) for r in rows(tmp_path / "second") if r["loss"]] == [1, 2]
+    state = load_checkpoint(tmp_path / "second" / "latest.pt")
+    for k, v in given.items():
+        torch.testing.assert_close(state["model"][k], v, msg=k)
+        torch.testing.assert_close(state["ema"][k], v, msg=k)
+    # A fresh run's weights are not those.
+    fit(still, tmp_path / "fresh")
+    fresh = load_checkpoint(tmp_path / "fresh" / "latest.pt")["model"]
+    assert any(not torch.equal(fresh[k], v) for k, v in given.items())
+    other = baby_config(rec, steps=2, **{"model.depth": 3})
+    with pytest.raises(CheckpointError, match=r"refusing to start from it\. .*depth: 2 -> 3"):
+        fit(other, tmp_path / "third", init=tmp_path / "first" / "latest.pt")
+
+
 @pytest.mark.parametrize("conditional", [False, True])
 def test_gan_path_runs_with_each_discriminator(tmp_path: Path, conditional: bool) -> None:
     rec = moving_square_recording(tmp_path / "rec")
