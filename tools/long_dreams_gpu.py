@@ -14,9 +14,10 @@
 
     python tools/long_dreams_gpu.py --out "$OUT" --deadline 560
 
-``gan`` is the all-remedies run with the conditional GAN loss; the planner does
-not time the discriminator, so that run gets all-remedies' steps and spends
-more than the others (its log says how long it took).
+``gan`` is the all-remedies run with the conditional GAN loss from a quarter of
+the way in; the planner does not time the discriminator, so that run gets
+all-remedies' steps and spends more than the others (its report says how
+long it took). docs/long-dreams.md has what the runs of session 8 found.
 """
 
 from __future__ import annotations
@@ -118,8 +119,9 @@ def main() -> int:
     p.add_argument("name", nargs="?", help="run: the variant")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "runs/gpu-ablation")))
     p.add_argument("--work", type=Path, default=Path("/tmp/long-dreams"))
-    p.add_argument("--variants", nargs="+", default=["baseline", "all-remedies", "gan"],
-                   choices=[*VARIANTS, "gan"])
+    p.add_argument("--variants", nargs="+", default=["baseline", "all-remedies"],
+                   choices=[*VARIANTS, "gan"],
+                   help="ablation variants to train side by side, and gan (see above)")
     p.add_argument("--shards", type=int, default=8, help="training recordings (seeds 0..N-1)")
     p.add_argument("--shard-steps", type=int, default=10000)
     p.add_argument("--val-steps", type=int, default=3000)
