@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from train.ablation import VARIANTS, plan, step_seconds, table, train_and_score  # noqa: E402
+from train.checkpoint import model_weights  # noqa: E402
 from train.config import TrainConfig, load_config  # noqa: E402
 from train.data import load_frames  # noqa: E402
 
@@ -97,7 +98,7 @@ def pack(work: Path, out: Path, names: list[str], budget_mb: float = 56) -> None
         if not latest.is_file():
             continue
         state = torch.load(latest, map_location="cpu", weights_only=True)
-        weights = state["ema"] if state.get("ema") is not None else state["model"]
+        weights = model_weights(state)
         size = sum(t.numel() * 4 for t in weights.values()) / 1e6
         if used + size > budget_mb:
             weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}

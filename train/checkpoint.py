@@ -127,10 +127,15 @@ def model_from_checkpoint(path: str | Path, ema: bool = True,
 
     state = load_checkpoint(path, map_location)
     model = WorldModel(WorldModelConfig.from_dict(state["config"]["model"]))
+    model.load_state_dict(model_weights(state, ema))
+    return model.to(map_location).eval(), state
+
+
+def model_weights(state: dict[str, Any], ema: bool = True) -> dict[str, Any]:
+    """A checkpoint's model weights: its EMA when it has one (and ``ema``)."""
     weights: dict[str, Any] = state["ema"] if ema and state.get("ema") is not None else state[
         "model"]
-    model.load_state_dict(weights)
-    return model.to(map_location).eval(), state
+    return weights
 
 
 def play_noise_level(state: dict[str, Any]) -> float:

@@ -24,7 +24,13 @@ from torch import nn
 
 from models import Discriminator, WorldModel
 from models.device import resolve_device
-from train.checkpoint import check_compatible, find_resume, load_checkpoint, save_checkpoint
+from train.checkpoint import (
+    check_compatible,
+    find_resume,
+    load_checkpoint,
+    model_weights,
+    save_checkpoint,
+)
 from train.config import NoiseConfig, TrainConfig
 from train.data import WORKER_CONTEXT, StepBatches, build_datasets, to_model_inputs
 from train.drift import dream
@@ -296,7 +302,7 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
     elif init is not None:
         state = load_checkpoint(init, device)
         check_compatible(state, m, Path(init), start=True)
-        weights = state["ema"] if state.get("ema") is not None else state["model"]
+        weights = model_weights(state)
         model.load_state_dict(weights)
         if ema is not None:
             ema.model.load_state_dict(weights)
