@@ -1,9 +1,11 @@
 """Does a dream collapse? A free-running dream under scripted sticks, checked
-against the statistics of a real recording for three failure modes:
+against the statistics of a real recording for four failure modes:
 
 - **freeze**: the picture stops changing while the sticks move;
 - **blow-out**: brightness or contrast leaves the range the recording spans;
-- **detail loss**: high-frequency energy falls below a fraction of the recording's.
+- **detail loss**: high-frequency energy falls below a fraction of the recording's;
+- **boil**: the picture keeps changing while the sticks rest and the game stands
+  still (a model that paints a fresh texture every step flickers).
 
 Each check looks at a sliding window (so one odd frame is not a collapse) and
 reports the first step at which it fails, or ``None``.
@@ -22,17 +24,22 @@ from torch import nn
 from models import WorldModel
 
 MOVING = 0.2  # a stick step "moves" when some axis is pushed at least this far
+REST = 0.05  # and "rests" when every axis is within this of the centre
 
 
-def scripted_sticks(steps: int, control_dim: int = 4) -> np.ndarray:
+def scripted_sticks(steps: int, control_dim: int = 4, rest: int = 64) -> np.ndarray:
     """A fixed, smooth stick programme ``(steps, control_dim)``: each axis a sum
     of two sines of unrelated periods, so turning, walking and looking go on
-    all the time in ever-changing mixtures. The same every call."""
+    all the time in ever-changing mixtures; then the sticks rest for the last
+    ``rest`` steps (a quarter of them at most), where the game stands still.
+    The same every call."""
     t = np.arange(steps, dtype=np.float64)[:, None]
     axis = np.arange(control_dim, dtype=np.float64)[None, :]
     slow = np.sin(2 * math.pi * t / (61.0 + 17.0 * axis) + axis)
     fast = np.sin(2 * math.pi * t / (13.0 + 5.0 * axis) + 2.0 * axis)
-    return np.clip(0.7 * slow + 0.4 * fast, -1.0, 1.0).astype(np.float32)
+    sticks = np.clip(0.7 * slow + 0.4 * fast, -1.0, 1.0).astype(np.float32)
+    sticks[steps - min(rest, steps // 4):] = 0.0
+    return sticks
 
 
 def detail_energy(frames: np.ndarray) -> np.ndarray:
@@ -96,10 +103,12 @@ class CollapseReport:
     window: int
     thresholds: dict[str, float]
     figures: dict[str, float] = field(default_factory=dict)
+    boil_step: int | None = None  # (reports from before the boil check have none)
 
     @property
     def passed(self) -> bool:
-        return self.freeze_step is None and self.blowout_step is None and self.detail_step is None
+        return all(step is None for step in (self.freeze_step, self.blowout_step,
+                                             self.detail_step, self.boil_step))
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
@@ -120,7 +129,18 @@ class CollapseReport:
                 f"{f['ref_contrast_min']:.3f}-{f['ref_contrast_max']:.3f})\n"
                 f"  detail loss  {at(self.detail_step):<16} (detail: min "
                 f"{f['detail_min_ratio']:.2f}x, last window {f['detail_last_ratio']:.2f}x the "
-                f"recording's mean, bound {self.thresholds['detail_fraction']:.2f}x)")
+                f"recording's mean, bound {self.thresholds['detail_fraction']:.2f}x)"
+                + self._boil_line())
+
+    def _boil_line(self) -> str:
+        rest = self.figures.get("rest_change_max_ratio")
+        if "boil_fraction" not in self.thresholds:
+            return ""
+        at = "none" if self.boil_step is None else f"from step {self.boil_step}"
+        seen = ("no resting window" if rest is None or math.isnan(rest) else
+                f"change while the sticks rest: max {rest:.2f}x the recording's median")
+        return (f"\n  boil         {at:<16} ({seen}, bound "
+                f"{self.thresholds['boil_fraction']:.2f}x)")
 
 
 def _windows(x: np.ndarray, window: int) -> np.ndarray:
@@ -136,7 +156,7 @@ def _first(flags: np.ndarray, window: int) -> int | None:
 
 def collapse_check(frames: np.ndarray, controls: np.ndarray, ref: Reference, window: int = 16,
                    freeze_fraction: float = 0.1, detail_fraction: float = 0.5,
-                   ) -> CollapseReport:
+                   boil_fraction: float = 0.25, settle: int = 8) -> CollapseReport:
     """Check a sequence of ``(T, 3, H, W)`` frames in [0, 1] (a dream, or a
     recording itself) made under ``(T, C)`` controls, the controls applied
     before each frame.
@@ -148,6 +168,10 @@ def collapse_check(frames: np.ndarray, controls: np.ndarray, ref: Reference, win
             window is below this fraction of the recording's median change.
         detail_fraction: Detail loss when a window's mean detail energy is below
             this fraction of the recording's mean.
+        boil_fraction: Boil when, in a window whose sticks have all rested for
+            ``settle`` steps before it and throughout, the picture still changes
+            by more than this fraction of the recording's median change (the
+            game stands still; a dream that keeps repainting itself flickers).
     """
     s = frame_stats(frames)
     moving = (np.abs(np.asarray(controls)).max(axis=1) >= MOVING).astype(np.float64)
@@ -161,6 +185,12 @@ def collapse_check(frames: np.ndarray, controls: np.ndarray, ref: Reference, win
     detail = _windows(s["detail"], window)
     lost = detail < detail_fraction * ref.detail
     judged = moved >= 0.5
+    resting = (np.abs(np.asarray(controls)).max(axis=1) < REST).astype(np.float64)
+    settled = np.zeros_like(resting)  # resting, and for ``settle`` steps before
+    settled[settle:] = _windows(resting, settle + 1) >= 1.0
+    rested = _windows(settled, window) >= 1.0
+    all_change = _windows(s["change"], window)
+    boiled = rested & (all_change > boil_fraction * ref.change)
     figures = {
         "change_min_ratio": float(change[judged].min() / ref.change) if judged.any() else math.nan,
         "mean_min": float(mean.min()), "mean_max": float(mean.max()),
@@ -170,11 +200,14 @@ def collapse_check(frames: np.ndarray, controls: np.ndarray, ref: Reference, win
         "detail_min_ratio": float(detail.min() / ref.detail),
         "detail_last_ratio": float(detail[-1] / ref.detail),
         "ref_detail": ref.detail, "ref_change": ref.change,
+        "rest_change_max_ratio": (float(all_change[rested].max() / ref.change) if rested.any()
+                                  else math.nan),
     }
     return CollapseReport(len(frames), _first(frozen, window), _first(blown, window),
                           _first(lost, window), window,
                           {"freeze_fraction": freeze_fraction,
-                           "detail_fraction": detail_fraction}, figures)
+                           "detail_fraction": detail_fraction,
+                           "boil_fraction": boil_fraction}, figures, _first(boiled, window))
 
 
 @torch.no_grad()

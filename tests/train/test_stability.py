@@ -270,6 +270,21 @@ def test_collapse_check_passes_the_recording_and_flags_a_constant_model(doom: Pa
     report = collapse_check(washed.astype(np.float32), frames.controls[:200], ref)
     assert report.blowout_step is not None
 
+    # The programme's sticks rest for its last quarter: a dream that stands still there
+    # passes; one that keeps repainting itself (two real frames in turn) boils.
+    assert np.abs(sticks[:150]).max(axis=1).min() > 0.2
+    assert not sticks[150:].any()
+    calm = real[:200].copy()
+    calm[150:] = real[150]
+    assert collapse_check(calm, sticks, ref).passed
+    flicker = calm.copy()
+    flicker[150::2] = real[10]
+    report = collapse_check(flicker, sticks, ref)
+    assert (report.freeze_step, report.blowout_step, report.detail_step) == (None, None, None)
+    assert report.boil_step == 150 + 8 + 16  # the sticks have rested 8 steps, then a window
+    assert report.figures["rest_change_max_ratio"] > 1.0
+    assert "boil         from step 174" in report.summary()
+
 
 def test_the_real_world_under_the_scripted_sticks_passes(doom: Path) -> None:
     # The check's stick programme is fair: Doom itself, driven by it, does not
