@@ -11,6 +11,8 @@
 
 A model trained with noise conditioning takes a third input, ``noise_level``
 ``(B,)``; the manifest's ``noise_level`` is the value to give it when playing.
+A model with a latent (``model.latent_dim``) takes a last input, ``latent``
+``(B, latent_dim)``: fresh N(0, 1) draws every step, one plausible next frame each.
 
 Only numpy and the standard library here, so an ONNX-only player can read it.
 """
@@ -34,6 +36,7 @@ START_FRAMES_FILE = "start_frames.npy"
 # The model's inputs and outputs, named and shaped in one place.
 INPUTS = ("frames", "controls")  # (B, K, 3, H, W) float32 in [0, 1]; (B, control_dim)
 NOISE_INPUT = "noise_level"  # (B,) float32: a noise-conditioned model's third input
+LATENT_INPUT = "latent"  # (B, latent_dim) float32 N(0, 1) draws: a latent model's last input
 OUTPUTS = ("next_frame",)  # (B, 3, H, W) float32 in [0, 1]
 BATCH_AXIS = "batch"
 
@@ -111,9 +114,31 @@ def noise_conditioned(manifest: dict[str, Any]) -> bool:
     return bool(manifest.get("model", {}).get("noise_conditioning", False))
 
 
+def latent_dim(manifest: dict[str, Any]) -> int:
+    """The length of the bundle's model's latent input (0: it takes none)."""
+    return int(manifest.get("model", {}).get("latent_dim", 0) or 0)
+
+
 def model_inputs(manifest: dict[str, Any]) -> tuple[str, ...]:
     """The model's input names, in order."""
-    return (*INPUTS, NOISE_INPUT) if noise_conditioned(manifest) else INPUTS
+    return (*INPUTS, *([NOISE_INPUT] if noise_conditioned(manifest) else []),
+            *([LATENT_INPUT] if latent_dim(manifest) else []))
+
+
+def latent_input(manifest: dict[str, Any], batch: int, latent: Any,
+                 rng: np.random.Generator) -> np.ndarray | None:
+    """The ``latent`` input for ``batch`` samples: ``latent`` checked, or fresh N(0, 1)
+    draws from ``rng`` when it is None; None for a model without a latent."""
+    dim = latent_dim(manifest)
+    if not dim:
+        return None
+    if latent is None:
+        return rng.standard_normal((batch, dim), dtype=np.float32)
+    z = np.ascontiguousarray(latent, dtype=np.float32)
+    if z.shape != (batch, dim):
+        raise ValueError(f"latent must have shape ({batch}, {dim}) = (batch, latent_dim), "
+                         f"got {z.shape}")
+    return z
 
 
 def default_noise_level(manifest: dict[str, Any]) -> float:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from export.bundle import (
     BATCH_AXIS,
@@ -27,6 +28,7 @@ from export.bundle import (
     WEIGHTS_FILE,
     BundleError,
     file_entry,
+    latent_dim,
     model_inputs,
     sha256_file,
 )
@@ -61,14 +63,16 @@ def export_onnx(model: WorldModel, path: Path, example: tuple[torch.Tensor, ...]
         warnings.simplefilter("ignore")
         try:
             # One self-contained file: the bundle hashes and ships files, not folders.
-            torch.onnx.export(model, example, str(path), dynamo=True, input_names=list(inputs),
-                              output_names=list(OUTPUTS), optimize=True, external_data=False,
+            torch.onnx.export(exportable(model), example, str(path), dynamo=True,
+                              input_names=list(inputs), output_names=list(OUTPUTS),
+                              optimize=True, external_data=False,
                               dynamic_shapes=_dynamic_batch(inputs, batch))
         except Exception as err:  # the dynamo exporter fails in many ways; fall back
             log.warning("dynamo ONNX export failed (%s); using the TorchScript exporter", err)
             how = "torchscript-opset17"
             axes = {name: {0: BATCH_AXIS} for name in (*inputs, *OUTPUTS)}
-            torch.onnx.export(model, example, str(path), dynamo=False, opset_version=17,
+            torch.onnx.export(exportable(model), example, str(path), dynamo=False,
+                              opset_version=17,
                               input_names=list(inputs), output_names=list(OUTPUTS),
                               dynamic_axes=axes)
     onnx.checker.check_model(str(path), full_check=True)
@@ -76,15 +80,35 @@ def export_onnx(model: WorldModel, path: Path, example: tuple[torch.Tensor, ...]
 
 
 def _dynamic_batch(inputs: Sequence[str], batch: Any) -> dict[str, dict[int, Any]]:
-    """Dynamic shapes by forward()'s argument names (noise_level is optional there)."""
-    return {name: {0: batch} for name in ("frames", "controls", "noise_level")[:len(inputs)]}
+    """Dynamic shapes by forward()'s argument names, which are the input names."""
+    return {name: {0: batch} for name in inputs}
+
+
+class _LatentOnly(nn.Module):
+    """A latent model without noise conditioning, as ``(frames, controls, latent)``:
+    the exporters take positional inputs, and the model's third is ``noise_level``."""
+
+    def __init__(self, model: WorldModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: torch.Tensor, controls: torch.Tensor,
+                latent: torch.Tensor) -> torch.Tensor:
+        return self.model(frames, controls, None, latent)
+
+
+def exportable(model: WorldModel) -> nn.Module:
+    """The module whose positional inputs are the bundle's inputs, in order."""
+    c = model.config
+    return _LatentOnly(model).train(model.training) if c.latent_dim and not c.noise_conditioning \
+        else model
 
 
 def export_torchscript(model: WorldModel, path: Path, example: tuple[torch.Tensor, ...]) -> None:
     """Traced (the batch axis stays dynamic), frozen, saved."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # trace's deprecation and tracer warnings
-        traced = torch.jit.trace(model, example)  # type: ignore[no-untyped-call]
+        traced = torch.jit.trace(exportable(model), example)  # type: ignore[no-untyped-call]
         frozen = torch.jit.freeze(traced)
     frozen.save(str(path))
 
@@ -111,21 +135,29 @@ def parity(eager: Any, other: Any, start: np.ndarray, control_dim: int, seed: in
            noise: bool = False) -> dict[str, float]:
     """Max abs difference to eager at each batch size, and after a rollout in
     which each backend feeds back its own predictions. With ``noise``, the
-    batches also carry random noise levels (the rollout uses the default)."""
+    batches also carry random noise levels (the rollout uses the default). A
+    model with a latent gets the same random latents in both backends."""
     rng = np.random.default_rng(seed)
+    dim = latent_dim(eager.manifest)
+
+    def latent(b: int) -> np.ndarray | None:
+        return rng.standard_normal((b, dim), dtype=np.float32) if dim else None
+
     out: dict[str, float] = {}
     for b in batches:
         idx = rng.integers(0, len(start), b)
         frames = start[idx].astype(np.float32) / 255.0
         controls = rng.uniform(-1, 1, (b, control_dim)).astype(np.float32)
         level = rng.uniform(0, 0.3, b).astype(np.float32) if noise else None
-        out[f"batch{b}_max_abs"] = max_diff(eager.step(frames, controls, level),
-                                            other.step(frames, controls, level))
+        z = latent(b)
+        out[f"batch{b}_max_abs"] = max_diff(eager.step(frames, controls, level, z),
+                                            other.step(frames, controls, level, z))
     a = b_ = start[:1].astype(np.float32) / 255.0
     worst = 0.0
     for _ in range(rollout_steps):
         controls = rng.uniform(-1, 1, (1, control_dim)).astype(np.float32)
-        na, nb = eager.step(a, controls), other.step(b_, controls)
+        z = latent(1)
+        na, nb = eager.step(a, controls, None, z), other.step(b_, controls, None, z)
         worst = max(worst, max_diff(na, nb))
         a = np.concatenate([a[:, 1:], na[:, None]], axis=1)
         b_ = np.concatenate([b_[:, 1:], nb[:, None]], axis=1)
@@ -171,6 +203,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, recording: str | Path
         torch.from_numpy(start[:2].astype(np.float32) / 255.0), torch.zeros(2, c.control_dim))
     if c.noise_conditioning:
         example = (*example, torch.full((2,), 0.05))
+    if c.latent_dim:
+        example = (*example, torch.randn(2, c.latent_dim))
     exporter = export_onnx(model, out / ONNX_FILE, example)
     export_torchscript(model, out / TORCHSCRIPT_FILE, example)
 

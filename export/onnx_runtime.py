@@ -10,11 +10,14 @@ from typing import Any
 import numpy as np
 
 from export.bundle import (
+    LATENT_INPUT,
+    NOISE_INPUT,
     ONNX_FILE,
     OUTPUTS,
     BundleError,
     check_io_shapes,
     default_noise_level,
+    latent_input,
     load_start_frames,
     model_inputs,
     read_manifest,
@@ -82,30 +85,36 @@ class OnnxBackend:
         if tuple(inputs) != self.inputs or tuple(outputs) != OUTPUTS:
             raise BundleError(f"{path}: inputs {list(inputs)} and outputs {outputs}, expected "
                               f"{list(self.inputs)} and {list(OUTPUTS)} (the manifest's "
-                              f"model.noise_conditioning decides the third input)")
+                              f"model.noise_conditioning and model.latent_dim decide the "
+                              f"inputs after controls)")
         check_io_shapes(path, self.manifest, inputs["frames"], inputs["controls"])
         self.device = "cuda" if self.provider != "CPUExecutionProvider" else "cpu"
+        self._rng = np.random.default_rng()  # the latents of a model that takes them
 
     def start_frames(self) -> np.ndarray:
         """``(S, K, 3, H, W)`` uint8 contexts to start a dream from."""
         return load_start_frames(self.bundle, self.manifest)
 
-    def step(self, frames: Any, controls: Any, noise_level: Any = None) -> Any:
+    def step(self, frames: Any, controls: Any, noise_level: Any = None,
+             latent: Any = None) -> Any:
         as_torch = type(frames).__module__.startswith("torch")
         if as_torch:  # torch is imported already if we were handed its tensors
             device = frames.device
             frames, controls = frames.detach().cpu().numpy(), controls.detach().cpu().numpy()
-            if type(noise_level).__module__.startswith("torch"):
-                noise_level = noise_level.detach().cpu().numpy()
+        if type(noise_level).__module__.startswith("torch"):
+            noise_level = noise_level.detach().cpu().numpy()
+        if type(latent).__module__.startswith("torch"):
+            latent = latent.detach().cpu().numpy()
         out = self._run(np.ascontiguousarray(frames, dtype=np.float32),
-                        np.ascontiguousarray(controls, dtype=np.float32), noise_level)
+                        np.ascontiguousarray(controls, dtype=np.float32), noise_level, latent)
         if as_torch:
             import torch
 
             return torch.from_numpy(out).to(device)
         return out
 
-    def _run(self, f: np.ndarray, c: np.ndarray, noise_level: Any = None) -> np.ndarray:
+    def _run(self, f: np.ndarray, c: np.ndarray, noise_level: Any = None,
+             latent: Any = None) -> np.ndarray:
         m = self.manifest
         want = (m["context_frames"], 3, m["height"], m["width"])
         if f.ndim != 5 or f.shape[1:] != want:
@@ -115,9 +124,12 @@ class OnnxBackend:
             raise ValueError(f"controls must have shape ({f.shape[0]}, {m['control_dim']}), "
                              f"got {c.shape}")
         feed = {"frames": f, "controls": c}
-        if len(self.inputs) == 3:
+        if NOISE_INPUT in self.inputs:
             level = default_noise_level(m) if noise_level is None else noise_level
-            feed[self.inputs[2]] = np.broadcast_to(
+            feed[NOISE_INPUT] = np.broadcast_to(
                 np.asarray(level, np.float32), (f.shape[0],)).copy()
+        z = latent_input(m, f.shape[0], latent, self._rng)
+        if z is not None:
+            feed[LATENT_INPUT] = z
         out: np.ndarray = self.session.run(None, feed)[0]
         return out

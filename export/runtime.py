@@ -18,6 +18,7 @@ from export.bundle import (
     BundleError,
     check_io_shapes,
     default_noise_level,
+    latent_input,
     load_start_frames,
     noise_conditioned,
     read_manifest,
@@ -39,11 +40,14 @@ class Backend(Protocol):
         """``cpu`` or ``cuda``: where the model runs."""
         ...
 
-    def step(self, frames: Any, controls: Any, noise_level: Any = None) -> Any:
+    def step(self, frames: Any, controls: Any, noise_level: Any = None,
+             latent: Any = None) -> Any:
         """``(B, K, 3, H, W)`` frames in [0, 1] and ``(B, control_dim)`` controls ->
         next frames ``(B, 3, H, W)``; numpy in, numpy out; torch in, torch out.
         ``noise_level`` (a number or ``(B,)``) reaches a noise-conditioned model;
-        by default the manifest's ``noise_level``; other models ignore it."""
+        by default the manifest's ``noise_level``; other models ignore it.
+        ``latent`` ``(B, latent_dim)`` reaches a model with a latent; by default
+        fresh N(0, 1) draws, so each step paints one plausible next frame."""
         ...
 
     def start_frames(self) -> np.ndarray:
@@ -68,16 +72,18 @@ class _TorchStep:
     manifest: dict[str, Any]
     _device: torch.device
     _autocast: torch.dtype | None = None
+    _rng: np.random.Generator | None = None
 
     @property
     def device(self) -> str:
         return self._device.type
 
     def _run(self, frames: torch.Tensor, controls: torch.Tensor,
-             noise_level: torch.Tensor | None) -> torch.Tensor:
+             noise_level: torch.Tensor | None, latent: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
-    def step(self, frames: Any, controls: Any, noise_level: Any = None) -> Any:
+    def step(self, frames: Any, controls: Any, noise_level: Any = None,
+             latent: Any = None) -> Any:
         as_numpy = not isinstance(frames, torch.Tensor)
         f = torch.as_tensor(np.asarray(frames) if as_numpy else frames, dtype=torch.float32)
         c = torch.as_tensor(np.asarray(controls) if as_numpy else controls, dtype=torch.float32)
@@ -87,10 +93,16 @@ class _TorchStep:
                 noise_level = default_noise_level(self.manifest)
             level = torch.as_tensor(noise_level, dtype=torch.float32).to(
                 self._device).expand(f.shape[0]).contiguous()
+        if isinstance(latent, torch.Tensor):
+            latent = latent.detach().cpu().numpy()
+        if self._rng is None:
+            self._rng = np.random.default_rng()
+        z = latent_input(self.manifest, f.shape[0], latent, self._rng)
         with torch.inference_mode(), torch.autocast(self._device.type, dtype=self._autocast,
                                                     enabled=self._autocast is not None):
             out = self._run(f.to(self._device, non_blocking=True),
-                            c.to(self._device, non_blocking=True), level).float()
+                            c.to(self._device, non_blocking=True), level,
+                            None if z is None else torch.from_numpy(z).to(self._device)).float()
         return out.cpu().numpy() if as_numpy else out
 
     def start_frames(self) -> np.ndarray:
@@ -117,8 +129,8 @@ class TorchBackend(_TorchStep):
         self._start = start_frames
 
     def _run(self, frames: torch.Tensor, controls: torch.Tensor,
-             noise_level: torch.Tensor | None) -> torch.Tensor:
-        return self._net(frames, controls, noise_level)
+             noise_level: torch.Tensor | None, latent: torch.Tensor | None) -> torch.Tensor:
+        return self._net(frames, controls, noise_level, latent)
 
     def start_frames(self) -> np.ndarray:
         if self._start is None:
@@ -146,10 +158,10 @@ class TorchScriptBackend(_TorchStep):
         _probe(self, path)
 
     def _run(self, frames: torch.Tensor, controls: torch.Tensor,
-             noise_level: torch.Tensor | None) -> torch.Tensor:
-        if noise_level is None:
-            return self.module(frames, controls)
-        return self.module(frames, controls, noise_level)
+             noise_level: torch.Tensor | None, latent: torch.Tensor | None) -> torch.Tensor:
+        # The traced module takes the manifest's inputs, in order, and no others.
+        return self.module(*(x for x in (frames, controls, noise_level, latent)
+                             if x is not None))
 
     def start_frames(self) -> np.ndarray:
         return load_start_frames(self.bundle, self.manifest)

@@ -45,6 +45,7 @@ class WorldModel(nn.Module):
         self.noise_embed: Mlp | None = None
         if c.noise_conditioning:
             self.noise_embed = Mlp(1, c.action_hidden, c.embed_dim, c.activation)
+        self.latent_embed = nn.Linear(c.latent_dim, c.embed_dim) if c.latent_dim else None
         self.registers: nn.Parameter | None = None
         if c.num_registers:
             self.registers = nn.Parameter(torch.zeros(1, c.num_registers, c.embed_dim))
@@ -81,11 +82,17 @@ class WorldModel(nn.Module):
         B, K, C, H, W = frames.shape
         return self.tokenizer(frames.reshape(B, K * C, H, W))  # stack frames on channels
 
-    def embed_action(self, controls: torch.Tensor,
-                     noise_level: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, control_dim)`` controls (and ``(B,)`` context noise levels) ->
+    def embed_action(self, controls: torch.Tensor, noise_level: torch.Tensor | None = None,
+                     latent: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, control_dim)`` controls (and ``(B,)`` context noise levels, and a
+        ``(B, latent_dim)`` latent, drawn from N(0, 1) when not given) ->
         ``(B, 1, D)`` action token."""
         action = self.action_embed(controls)
+        if self.latent_embed is not None:
+            if latent is None:
+                latent = torch.randn(controls.shape[0], self.config.latent_dim,
+                                     device=controls.device, dtype=controls.dtype)
+            action = action + self.latent_embed(latent.to(controls.dtype)).unsqueeze(1)
         if self.noise_embed is not None:
             if noise_level is None:
                 noise_level = controls.new_zeros(controls.shape[0])
@@ -149,17 +156,19 @@ class WorldModel(nn.Module):
                              align_corners=False)
 
     def forward(self, frames: torch.Tensor, controls: torch.Tensor,
-                noise_level: torch.Tensor | None = None) -> torch.Tensor:
+                noise_level: torch.Tensor | None = None,
+                latent: torch.Tensor | None = None) -> torch.Tensor:
         if not _is_tracing():  # a trace would freeze these checks as constants
-            self.check_inputs(frames, controls, noise_level)
+            self.check_inputs(frames, controls, noise_level, latent)
         tokens = self.tokenize(frames)
-        tokens = self.trunk(tokens, self.embed_action(controls, noise_level))
+        tokens = self.trunk(tokens, self.embed_action(controls, noise_level, latent))
         return self.decode(tokens, frames[:, -1])
 
     # -- helpers --------------------------------------------------------------
 
     def check_inputs(self, frames: torch.Tensor, controls: torch.Tensor,
-                     noise_level: torch.Tensor | None = None) -> None:
+                     noise_level: torch.Tensor | None = None,
+                     latent: torch.Tensor | None = None) -> None:
         """Raise a ``ValueError`` that names the expected shapes if the inputs are off."""
         c = self.config
         expected = (c.context_frames, 3, c.height, c.width)
@@ -182,6 +191,12 @@ class WorldModel(nn.Module):
             if tuple(noise_level.shape) != (frames.shape[0],):
                 raise ValueError(f"noise_level must have shape (B,) = ({frames.shape[0]},), "
                                  f"got {tuple(noise_level.shape)}")
+        if latent is not None:
+            if not c.latent_dim:
+                raise ValueError("this model's latent_dim is 0: it takes no latent")
+            if tuple(latent.shape) != (frames.shape[0], c.latent_dim):
+                raise ValueError(f"latent must have shape (B, latent_dim) = ({frames.shape[0]}, "
+                                 f"{c.latent_dim}), got {tuple(latent.shape)}")
         if not frames.is_floating_point() or not controls.is_floating_point():
             raise ValueError(
                 f"frames and controls must be floating point (frames in [0, 1]), got "

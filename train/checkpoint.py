@@ -111,6 +111,8 @@ def check_compatible(state: dict[str, Any], current: WorldModelConfig, path: Pat
     """Refuse a checkpoint of another model, naming the fields that differ
     (``start``: it was given as a new run's starting weights, not to resume)."""
     diffs = model_config_differences(state["config"]["model"], current)
+    if start:  # a new run may give the model a latent input: only a new layer, left as built
+        diffs = [d for d in diffs if not d.startswith("latent_dim: 0 ->")]
     if diffs:
         advice = ("Start from a checkpoint of this model, or set the same model fields." if start
                   else "Start a new --run-dir, or --resume never.")

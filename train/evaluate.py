@@ -180,8 +180,12 @@ def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.devi
         align_context: Pick targets as if the model saw this many context frames
             (at least its own K), so models with different K are scored on the
             very same target frames.
+
+    A model with a latent draws one plausible frame each step; its draws are
+    seeded, so a report can be reproduced.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
     model = model.to(device).eval()
     K = model.config.context_frames
 

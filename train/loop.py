@@ -25,6 +25,7 @@ from torch import nn
 from models import Discriminator, WorldModel
 from models.device import resolve_device
 from train.checkpoint import (
+    CheckpointError,
     check_compatible,
     find_resume,
     load_checkpoint,
@@ -39,8 +40,9 @@ from train.losses import discriminator_loss, generator_loss, reconstruction_loss
 
 log = logging.getLogger(__name__)
 
-CSV_FIELDS = ["step", "seconds", "lr", "unroll", "loss", "l1", "sobel", "fft", "ssim", "gan_g",
-              "gan_d", "samples_per_s", "val_psnr", "val_copy_psnr", "val_ssim", "val_l1"]
+CSV_FIELDS = ["step", "seconds", "lr", "unroll", "loss", "l1", "sobel", "fft", "ssim", "crps",
+              "gan_g", "gan_d", "samples_per_s", "val_psnr", "val_copy_psnr", "val_ssim",
+              "val_l1"]
 
 
 def _rank_device(name: str, local_rank: int) -> torch.device:
@@ -156,8 +158,10 @@ def unrolled_loss(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
             level = noise_levels(noise, window.shape[0], generator, window.device)
             jitter = torch.randn(window.shape, generator=generator, device=window.device)
             seen = window + jitter * level.view(-1, 1, 1, 1, 1)
-        pred = net(seen, controls[:, t], level if conditioned else None)
-        step_terms = reconstruction_losses(pred, targets[:, t], config.loss)
+        told = level if conditioned else None
+        pred = net(seen, controls[:, t], told)
+        other = net(seen, controls[:, t], told) if config.loss.crps else None  # another latent
+        step_terms = reconstruction_losses(pred, targets[:, t], config.loss, other)
         for k, v in step_terms.items():
             terms[k] = terms[k] + v / steps if k in terms else v / steps
         first = pred if first is None else first
@@ -303,9 +307,11 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
         state = load_checkpoint(init, device)
         check_compatible(state, m, Path(init), start=True)
         weights = model_weights(state)
-        model.load_state_dict(weights)
-        if ema is not None:
-            ema.model.load_state_dict(weights)
+        for target in [model] + ([ema.model] if ema is not None else []):
+            missing, unexpected = target.load_state_dict(weights, strict=False)
+            if unexpected or any(not k.startswith("latent_embed.") for k in missing):
+                raise CheckpointError(f"{init} does not hold this model's weights: missing "
+                                      f"{missing}, unexpected {unexpected}")
         if ctx.main:
             log.info("starting from the weights of %s (step %d)", init, int(state["step"]))
 

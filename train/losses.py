@@ -74,10 +74,24 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
-def reconstruction_losses(pred: torch.Tensor, target: torch.Tensor,
-                          weights: LossConfig) -> dict[str, torch.Tensor]:
-    """Each weighted term by name (only those with a weight), plus ``total``."""
+def crps_loss(pred: torch.Tensor, other: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The fair CRPS of a two-member ensemble, per pixel, averaged:
+    ``(|a - y| + |b - y|) / 2 - |a - b| / 2``. A proper score: in expectation it
+    is least when the members are drawn from the real next frame's distribution."""
+    a, b, y = pred.float(), other.float(), target.float()
+    return ((a - y).abs() + (b - y).abs() - (a - b).abs()).mean() / 2
+
+
+def reconstruction_losses(pred: torch.Tensor, target: torch.Tensor, weights: LossConfig,
+                          other: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Each weighted term by name (only those with a weight), plus ``total``;
+    ``other`` is a second draw of ``pred``, for the CRPS."""
     terms: dict[str, torch.Tensor] = {}
+    if weights.crps:
+        if other is None:
+            raise ValueError("loss.crps needs two draws of the prediction: a model with "
+                             "model.latent_dim > 0")
+        terms["crps"] = crps_loss(pred, other, target)
     if weights.l1:
         terms["l1"] = (pred.float() - target.float()).abs().mean()
     if weights.sobel:
@@ -88,7 +102,7 @@ def reconstruction_losses(pred: torch.Tensor, target: torch.Tensor,
         terms["ssim"] = ssim_loss(pred, target)
     if not terms:
         raise ValueError("every loss weight is 0: set at least one of loss.l1, loss.sobel, "
-                         "loss.fft, loss.ssim")
+                         "loss.fft, loss.ssim, loss.crps")
     terms["total"] = sum((getattr(weights, k) * v for k, v in terms.items()),
                          torch.zeros((), device=pred.device))
     return terms

@@ -36,6 +36,10 @@ VARIANTS = {
     # The warp output: grid_sample in every backend.
     "adaln-k2-layernorm-warp": {"model.attention_mode": "adaln", "model.context_frames": 2,
                                 "model.conv_norm": "layer", "model.output_mode": "warp"},
+    # A latent, trained with the CRPS: a last input of N(0, 1) draws, and no noise_level
+    # before it.
+    "adaln-k2-latent": {"model.attention_mode": "adaln", "model.context_frames": 2,
+                        "model.latent_dim": 8, "loss.crps": 1.0},
 }
 
 
@@ -54,8 +58,9 @@ def exported(request: pytest.FixtureRequest,
 
 
 def eager(model: WorldModel, manifest: dict[str, Any], frames: np.ndarray,
-          controls: np.ndarray, level: Any = None) -> np.ndarray:
-    """Eager PyTorch's answer, told the manifest's noise level unless given one."""
+          controls: np.ndarray, level: Any = None, latent: Any = None) -> np.ndarray:
+    """Eager PyTorch's answer, told the manifest's noise level unless given one
+    (and the ``latent``, for a model with one)."""
     if level is None:
         noise = model.noise_input(len(frames), manifest.get("noise_level") or 0.0)
     else:
@@ -63,7 +68,8 @@ def eager(model: WorldModel, manifest: dict[str, Any], frames: np.ndarray,
             else None
     with torch.no_grad():
         out: np.ndarray = model(torch.from_numpy(frames), torch.from_numpy(controls),
-                                noise).numpy()
+                                noise, None if latent is None else torch.from_numpy(latent)
+                                ).numpy()
     return out
 
 
@@ -84,15 +90,23 @@ def test_every_backend_matches_eager(exported: tuple[Path, Path], backend: str,
     model, _ = model_from_checkpoint(checkpoint)
     runner = load_backend(bundle, backend, "cpu")
     frames, controls = inputs(runner.manifest, batch)
-    expected = eager(model, runner.manifest, frames, controls)
-    out = runner.step(frames, controls)
+    dim = model.config.latent_dim
+    z = np.random.default_rng(1).standard_normal((batch, dim), dtype=np.float32) if dim else None
+    expected = eager(model, runner.manifest, frames, controls, latent=z)
+    out = runner.step(frames, controls, None, z)
     assert out.shape == (batch, 3, 16, 16)
     np.testing.assert_allclose(out, expected, atol=1e-4, rtol=0)
     if model.config.noise_conditioning:  # the third input, at levels other than the default
         levels = np.linspace(0.0, 0.3, batch).astype(np.float32)
-        np.testing.assert_allclose(runner.step(frames, controls, levels),
-                                   eager(model, runner.manifest, frames, controls, levels),
+        np.testing.assert_allclose(runner.step(frames, controls, levels, z),
+                                   eager(model, runner.manifest, frames, controls, levels, z),
                                    atol=1e-4, rtol=0)
+    if dim:  # by default every step draws a fresh latent: another plausible frame
+        a, b = runner.step(frames, controls), runner.step(frames, controls)
+        assert np.abs(a - b).max() > 1e-6  # (a model trained 2 steps barely uses it)
+        np.testing.assert_array_equal(runner.step(frames, controls, None, z), out)
+        with pytest.raises(ValueError, match=r"latent must have shape"):
+            runner.step(frames, controls, None, z[:, :-1])
     as_torch = runner.step(torch.from_numpy(frames), torch.from_numpy(controls))
     assert isinstance(as_torch, torch.Tensor)  # torch in, torch out
 
@@ -235,5 +249,5 @@ def test_noise_conditioning_is_a_third_input_with_the_play_level_as_default(
     plain_manifest = json.loads((bundle / MANIFEST).read_text())
     plain_manifest["model"]["noise_conditioning"] = False  # a manifest that lies about it
     (bundle / MANIFEST).write_text(json.dumps(plain_manifest))
-    with pytest.raises(BundleError, match="noise_conditioning decides the third input"):
+    with pytest.raises(BundleError, match=r"noise_conditioning and model\.latent_dim decide"):
         load_backend(bundle, "onnxruntime", "cpu")

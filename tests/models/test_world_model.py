@@ -280,6 +280,20 @@ def test_noise_level_is_an_input_that_changes_the_prediction(device: torch.devic
         plain(frames, controls, zero)
 
 
+def test_a_latent_model_draws_a_fresh_latent_unless_given_one(device: torch.device) -> None:
+    config = baby_config(latent_dim=8)
+    model = WorldModel(config).to(device).eval()
+    frames, controls = random_inputs(config, device=device)
+    z = torch.randn(2, 8, device=device)
+    torch.testing.assert_close(model(frames, controls, None, z), model(frames, controls, None, z))
+    assert (model(frames, controls) - model(frames, controls)).abs().max() > 1e-6
+    with pytest.raises(ValueError, match=r"latent must have shape \(B, latent_dim\) = \(2, 8\)"):
+        model(frames, controls, None, torch.zeros(2, 7, device=device))
+    plain = WorldModel(baby_config()).to(device)
+    with pytest.raises(ValueError, match="latent_dim is 0: it takes no latent"):
+        plain(frames, controls, None, z)
+
+
 def test_residual_clamp_passes_gradient_to_pixels_pushed_out_of_range() -> None:
     config = baby_config(output_mode="residual")
     model = WorldModel(config).train()

@@ -107,6 +107,18 @@ def test_a_new_run_starts_from_the_weights_it_is_given(tmp_path: Path) -> None:
     other = baby_config(rec, steps=2, **{"model.depth": 3})
     with pytest.raises(CheckpointError, match=r"refusing to start from it\. .*depth: 2 -> 3"):
         fit(other, tmp_path / "third", init=tmp_path / "first" / "latest.pt")
+    # A latent is only a new layer: the run keeps every given weight and builds the rest.
+    latent = baby_config(rec, steps=2, **{"optim.lr": 1e-30, "optim.weight_decay": 0.0,
+                                          "model.latent_dim": 4, "loss.crps": 1.0,
+                                          "loss.l1": 0.0})
+    fit(latent, tmp_path / "latent", init=tmp_path / "first" / "latest.pt")
+    state = load_checkpoint(tmp_path / "latent" / "latest.pt")
+    assert set(state["model"]) == set(given) | {"latent_embed.weight", "latent_embed.bias"}
+    for k, v in given.items():
+        torch.testing.assert_close(state["model"][k], v, msg=k)
+    crps = [float(r["crps"]) for r in rows(tmp_path / "latent") if r["loss"]]
+    assert len(crps) == 2
+    assert all(v > 0 for v in crps)
 
 
 @pytest.mark.parametrize("conditional", [False, True])

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models import WorldModel
 from tests.models.helpers import baby_config
 from train.config import LossConfig
-from train.losses import psnr, reconstruction_losses, sobel, ssim
+from train.losses import crps_loss, psnr, reconstruction_losses, sobel, ssim
 
 
 def test_metrics_on_known_images() -> None:
@@ -44,3 +45,32 @@ def test_all_zero_weights_are_refused() -> None:
     x = torch.rand(1, 3, 8, 8)
     with pytest.raises(ValueError, match="every loss weight is 0"):
         reconstruction_losses(x, x, LossConfig(l1=0.0))
+
+
+def test_the_crps_rewards_sharp_draws_over_the_blurred_median() -> None:
+    """Each 4x4 patch of the real frame is white with chance 0.3, else black. L1
+    scores a blank black frame (the median) best; the CRPS is proper: two sharp
+    draws of the same kind score better than the blank frame, and better than
+    draws that are sharp but of the wrong kind (half the contrast)."""
+    g = torch.Generator().manual_seed(0)
+
+    def texture(n: int, level: float = 1.0) -> torch.Tensor:
+        coin = (torch.rand(n, 1, 16, 16, generator=g) < 0.3).float()
+        return F.interpolate(coin, scale_factor=4.0).expand(-1, 3, -1, -1) * level
+
+    real = texture(64)
+    blank = torch.zeros_like(real)
+    assert (blank - real).abs().mean() < 0.8 * (texture(64) - real).abs().mean()  # L1's pick
+    sharp = crps_loss(texture(64), texture(64), real)
+    blurred = crps_loss(blank, blank, real)
+    wrong = crps_loss(texture(64, 0.5), texture(64, 0.5), real)
+    assert sharp < 0.8 * blurred, (sharp, blurred)
+    assert sharp < wrong, (sharp, wrong)
+    same = crps_loss(real, real, real)
+    assert same.item() == pytest.approx(0.0, abs=1e-3)
+
+
+def test_the_crps_needs_a_second_draw() -> None:
+    x = torch.rand(1, 3, 8, 8)
+    with pytest.raises(ValueError, match="two draws"):
+        reconstruction_losses(x, x, LossConfig(l1=0.0, crps=1.0))
