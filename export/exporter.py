@@ -99,9 +99,9 @@ class _LatentOnly(nn.Module):
 
 def exportable(model: WorldModel) -> nn.Module:
     """The module whose positional inputs are the bundle's inputs, in order."""
-    c = model.config
-    return _LatentOnly(model).train(model.training) if c.latent_dim and not c.noise_conditioning \
-        else model
+    if model.config.latent_dim and not model.config.noise_conditioning:
+        return _LatentOnly(model).train(model.training)
+    return model
 
 
 def export_torchscript(model: WorldModel, path: Path, example: tuple[torch.Tensor, ...]) -> None:

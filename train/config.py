@@ -248,6 +248,12 @@ class TrainConfig:
     keep_last: int = 3
     val_batches: int = 8
 
+    def __post_init__(self) -> None:
+        if self.loss.crps and not self.model.latent_dim:
+            raise ValueError("loss.crps scores two draws of a model with a latent; a "
+                             "deterministic model draws the same frame twice: set "
+                             "model.latent_dim too (e.g. 32)")
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["model"] = self.model.to_dict()

@@ -31,6 +31,7 @@ def test_overrides_are_typed_and_nested() -> None:
     ({"precision": "fp8"}, "precision must be one of"),
     ({"steps": "many"}, "steps must be an integer"),
     ({"model.embed_dim": 100}, "divisible by num_heads"),
+    ({"loss.crps": 1}, "set model.latent_dim too"),
 ])
 def test_bad_overrides_are_refused_by_name(overrides: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
