@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -80,27 +81,40 @@ def sticks_html(sticks: dict[str, dict[str, float]]) -> str:
             "it flips, over the real frame-to-frame change.</p>")
 
 
-def collapse_html(c: dict[str, Any]) -> str:
-    def at(step: int | None) -> str:
-        return '<span class="good">none</span>' if step is None else \
-            f'<span class="bad">from step {step}</span>'
+def _at(step: int | None) -> str:
+    return '<span class="good">none</span>' if step is None else \
+        f'<span class="bad">from step {step}</span>'
 
+
+def collapse_html(c: dict[str, Any]) -> str:
     f = c["figures"]
     verdict = '<span class="good">passed</span>' if c["passed"] else \
         '<span class="bad">failed</span>'
     return (f"<p>Collapse check over {c['steps']} free-running steps under scripted sticks: "
             f"{verdict}.</p><table>"
-            f"<tr><td>freeze (picture stops while the sticks move)</td><td>{at(c['freeze_step'])}"
+            f"<tr><td>freeze (picture stops while the sticks move)</td><td>{_at(c['freeze_step'])}"
             f"</td><td>least change {f['change_min_ratio']:.2f}x the recording's median "
             f"(bound {c['thresholds']['freeze_fraction']:.2f}x)</td></tr>"
             f"<tr><td>blow-out (brightness or contrast out of the recording's range)</td>"
-            f"<td>{at(c['blowout_step'])}</td><td>mean {f['mean_min']:.3f}-{f['mean_max']:.3f} "
+            f"<td>{_at(c['blowout_step'])}</td><td>mean {f['mean_min']:.3f}-{f['mean_max']:.3f} "
             f"in {f['ref_mean_min']:.3f}-{f['ref_mean_max']:.3f}; contrast "
             f"{f['contrast_min']:.3f}-{f['contrast_max']:.3f} in {f['ref_contrast_min']:.3f}-"
             f"{f['ref_contrast_max']:.3f}</td></tr>"
-            f"<tr><td>detail loss (high frequencies fade)</td><td>{at(c['detail_step'])}</td>"
+            f"<tr><td>detail loss (high frequencies fade)</td><td>{_at(c['detail_step'])}</td>"
             f"<td>least detail {f['detail_min_ratio']:.2f}x the recording's mean (bound "
-            f"{c['thresholds']['detail_fraction']:.2f}x)</td></tr></table>")
+            f"{c['thresholds']['detail_fraction']:.2f}x)</td></tr>{boil_row(c)}</table>")
+
+
+def boil_row(c: dict[str, Any]) -> str:
+    """The boil check's row (a report from before it has none)."""
+    if "boil_fraction" not in c["thresholds"]:
+        return ""
+    rest = c["figures"].get("rest_change_max_ratio")
+    seen = ("no resting window" if rest is None or math.isnan(rest) else
+            f"most change at rest {rest:.2f}x the recording's median")
+    return (f"<tr><td>boil (picture keeps changing while the sticks rest)</td>"
+            f"<td>{_at(c.get('boil_step'))}</td>"
+            f"<td>{seen} (bound {c['thresholds']['boil_fraction']:.2f}x)</td></tr>")
 
 
 def serve_table(s: dict[str, Any]) -> str:
