@@ -12,7 +12,8 @@
 A model trained with noise conditioning takes a third input, ``noise_level``
 ``(B,)``; the manifest's ``noise_level`` is the value to give it when playing.
 A model with a latent (``model.latent_dim``) takes a last input, ``latent``
-``(B, latent_dim)``: fresh N(0, 1) draws every step, one plausible next frame each.
+``(B, latent_dim)``: N(0, 1) draws, one plausible world each. A dream holds one
+latent throughout by default (``DreamLatent``), or draws a fresh one every step.
 
 Only numpy and the standard library here, so an ONNX-only player can read it.
 """
@@ -39,6 +40,7 @@ NOISE_INPUT = "noise_level"  # (B,) float32: a noise-conditioned model's third i
 LATENT_INPUT = "latent"  # (B, latent_dim) float32 N(0, 1) draws: a latent model's last input
 OUTPUTS = ("next_frame",)  # (B, 3, H, W) float32 in [0, 1]
 BATCH_AXIS = "batch"
+LATENT_MODES = ("hold", "fresh")  # one latent for a whole dream, or a fresh one every step
 
 
 class BundleError(ValueError):
@@ -139,6 +141,43 @@ def latent_input(manifest: dict[str, Any], batch: int, latent: Any,
         raise ValueError(f"latent must have shape ({batch}, {dim}) = (batch, latent_dim), "
                          f"got {z.shape}")
     return z
+
+
+class DreamLatent:
+    """The latent one dream gives a latent model each step.
+
+    ``hold`` (the default) draws one latent when the dream starts and keeps it:
+    the dream stays one world, stands still when the sticks rest and moves
+    with them. ``fresh`` draws a new one every step: each frame is an
+    independent plausible next frame, and the dream shimmers even at rest.
+    ``next()`` is None for a model without a latent (``dim`` 0).
+
+    Args:
+        dim: The model's ``latent_dim``.
+        mode: ``hold`` or ``fresh``.
+        seed: Seed of the draws (None: unpredictable); ``reset(seed)`` reseeds.
+    """
+
+    def __init__(self, dim: int, mode: str = "hold", seed: int | None = None) -> None:
+        if mode not in LATENT_MODES:
+            raise ValueError(f"latent mode must be one of {', '.join(LATENT_MODES)}, "
+                             f"got {mode!r}")
+        self.dim, self.mode = dim, mode
+        self.held: np.ndarray | None = None
+        self.reset(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        """A new dream: reseed (when ``seed`` is given) and draw the latent to hold."""
+        if seed is not None or self.held is None:
+            self._rng = np.random.default_rng(seed)
+        self.held = self._draw()
+
+    def _draw(self) -> np.ndarray | None:
+        return self._rng.standard_normal(self.dim, dtype=np.float32) if self.dim else None
+
+    def next(self) -> np.ndarray | None:
+        """The ``(dim,)`` latent for the next step."""
+        return self.held if self.mode == "hold" else self._draw()
 
 
 def default_noise_level(manifest: dict[str, Any]) -> float:

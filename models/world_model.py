@@ -210,6 +210,14 @@ class WorldModel(nn.Module):
             return None
         return torch.full((batch,), float(level), device=device)
 
+    def draw_latent(self, batch: int, device: torch.device | str = "cpu",
+                    generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """``(batch, latent_dim)`` N(0, 1) latents to hold for a whole dream (one
+        world per dream); ``None`` for a model without a latent."""
+        if not self.config.latent_dim:
+            return None
+        return torch.randn(batch, self.config.latent_dim, device=device, generator=generator)
+
     def set_fused_attention(self, enabled: bool) -> None:
         """Choose ``scaled_dot_product_attention`` (True) or the reference path."""
         for module in self.modules():

@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from export.bundle import LATENT_MODES
 from play.worlds import MissingExtra
 
 
@@ -65,7 +66,8 @@ def _play(args: argparse.Namespace) -> int:
         from export.runtime import load_backend
 
         source = DreamSource(load_backend(args.bundle, args.backend, args.device,
-                                          noise_level=args.noise_level), args.seed)
+                                          noise_level=args.noise_level), args.seed,
+                             args.latent)
     elif args.command == "remote":
         source = RemoteSource(args.url, args.token, args.encoding)
     elif args.command == "real":
@@ -81,7 +83,7 @@ def _play(args: argparse.Namespace) -> int:
         backend = load_backend(args.bundle, args.backend, args.device,
                                noise_level=args.noise_level)
         world = make_world(args.world) if args.world else None
-        source = CompareSource(backend, args.recording, world)
+        source = CompareSource(backend, args.recording, world, args.latent)
     options = PlayOptions(scale=args.scale, smooth=args.smooth, fullscreen=args.fullscreen,
                           hud=not args.no_hud, dead_zone=args.dead_zone,
                           invert_y=args.invert_y, mouse=args.mouse, fps=args.fps,
@@ -100,10 +102,14 @@ def _play(args: argparse.Namespace) -> int:
     return 0
 
 
-def _noise_option(p: argparse.ArgumentParser) -> None:
+def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise-level", type=float, default=None,
                    help="context noise level a noise-conditioned model is told (default: the "
                         "bundle's, from training's noise.play_level)")
+    p.add_argument("--latent", default="hold", choices=LATENT_MODES,
+                   help="a model with a latent: hold one latent for each dream (default: one "
+                        "world that stands still when the sticks rest; R draws another) or "
+                        "draw a fresh one every step (every frame a new draw: it shimmers)")
 
 
 def _player_options(p: argparse.ArgumentParser) -> None:
@@ -137,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     dream.add_argument("--backend", default="auto",
                        choices=["auto", "torch", "torchscript", "onnxruntime"])
     dream.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    _noise_option(dream)
+    _model_options(dream)
     _player_options(dream)
     remote = sub.add_parser("remote", help="play a dream streamed by python -m serve")
     remote.add_argument("url", help="e.g. ws://host:8765/dream")
@@ -160,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                          help="or drive this real world and the dream with live sticks")
     compare.add_argument("--backend", default="auto")
     compare.add_argument("--device", default="auto")
-    _noise_option(compare)
+    _model_options(compare)
     _player_options(compare)
 
     rec = sub.add_parser(

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from export.bundle import to_image
+from export.bundle import DreamLatent, latent_dim, to_image
 from play.record import resize
 from play.worlds import World
 from train.recording import RecordingWriter, load_frame, read_recording
@@ -78,29 +78,58 @@ class RealSource:
         self.world.close()
 
 
+class Dreamer:
+    """One dream over a backend: its rolling window of K frames and, for a model
+    with a latent, the latent it holds (or draws fresh every step; ``latent``)."""
+
+    def __init__(self, backend: Any, latent: str = "hold", seed: int | None = None) -> None:
+        self.backend = backend
+        self.latent = DreamLatent(latent_dim(backend.manifest), latent, seed)
+
+    def start(self, context: np.ndarray) -> None:
+        """A new dream from ``(1, K, 3, H, W)`` float32 frames (and a new latent)."""
+        self.context = context
+        self.latent.reset()
+
+    def step(self, controls: np.ndarray) -> np.ndarray:
+        """The next frame ``(3, H, W)``, rolled into the window."""
+        z = self.latent.next()
+        sticks = np.asarray(controls, np.float32)[None]
+        nxt = (self.backend.step(self.context, sticks) if z is None else
+               self.backend.step(self.context, sticks, latent=z[None]))
+        self.context = np.concatenate([self.context[:, 1:], nxt[:, None]], axis=1)
+        return np.asarray(nxt[0])
+
+
 class DreamSource:
     """The model in-process (any ``export.runtime`` backend), fed its own frames."""
 
-    def __init__(self, backend: Any, seed: int = 0) -> None:
+    def __init__(self, backend: Any, seed: int = 0, latent: str = "hold") -> None:
         self.backend = backend
         m = backend.manifest
         self.name = f"dream ({getattr(backend, 'name', '?')} on {getattr(backend, 'device', '?')})"
         self.fps = float(m.get("fps") or 15.0)
         self.start = backend.start_frames()
+        self.dreamer = Dreamer(backend, latent, seed)
         self.turn = seed
         self.step_ms = 0.0
 
+    @property
+    def context(self) -> np.ndarray:
+        """The window ``(1, K, 3, H, W)`` the next step sees."""
+        return self.dreamer.context
+
     def reset(self) -> np.ndarray:
-        self.context = self.start[self.turn % len(self.start)].astype(np.float32)[None] / 255.0
+        self.dreamer.start(self.start[self.turn % len(self.start)].astype(np.float32)[None]
+                           / 255.0)
         self.turn += 1
         return to_image(self.context[0, -1])
 
     def step(self, controls: np.ndarray) -> np.ndarray:
         start = time.perf_counter()
-        nxt = self.backend.step(self.context, np.asarray(controls, np.float32)[None])
+        nxt = self.dreamer.step(controls)
         self.step_ms = 0.9 * self.step_ms + 0.1 * (time.perf_counter() - start) * 1000.0
-        self.context = np.concatenate([self.context[:, 1:], nxt[:, None]], axis=1)
-        return to_image(nxt[0])
+        return to_image(nxt)
 
     def stats(self) -> dict[str, str]:
         return {"model": f"{self.step_ms:.1f} ms"}
@@ -247,10 +276,11 @@ class CompareSource:
     world and the dream together. The frame is the two side by side."""
 
     def __init__(self, backend: Any, recording: str | Path | None = None,
-                 world: World | None = None) -> None:
+                 world: World | None = None, latent: str = "hold") -> None:
         if (recording is None) == (world is None):
             raise ValueError("compare needs exactly one of a recording or a world")
         self.backend = backend
+        self.dreamer = Dreamer(backend, latent)
         m = backend.manifest
         self.size = (int(m["width"]), int(m["height"]))
         self.K = int(m["context_frames"])
@@ -270,8 +300,8 @@ class CompareSource:
         source = self.replay or self.real
         assert source is not None
         truth = resize(source.reset(), self.size)
-        self.context = np.repeat(truth.transpose(2, 0, 1)[None, None].astype(np.float32)
-                                 / 255.0, self.K, axis=1)
+        self.dreamer.start(np.repeat(truth.transpose(2, 0, 1)[None, None].astype(np.float32)
+                                     / 255.0, self.K, axis=1))
         self.errors = []
         return np.concatenate([truth, truth], axis=1)
 
@@ -286,9 +316,7 @@ class CompareSource:
         if truth is None:
             return None
         truth = resize(truth, self.size)
-        nxt = self.backend.step(self.context, np.asarray(controls, np.float32)[None])
-        self.context = np.concatenate([self.context[:, 1:], nxt[:, None]], axis=1)
-        dream = to_image(nxt[0])
+        dream = to_image(self.dreamer.step(controls))
         self.errors.append(float(np.abs(dream.astype(np.float32) - truth).mean() / 255.0))
         return np.concatenate([truth, dream], axis=1)
 

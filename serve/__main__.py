@@ -10,6 +10,8 @@ import signal
 import sys
 from pathlib import Path
 
+from export.bundle import LATENT_MODES
+
 
 def server_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -29,6 +31,9 @@ def server_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-level", type=float, default=None,
                    help="context noise level a noise-conditioned model is told (default: the "
                         "bundle's, from training's noise.play_level)")
+    p.add_argument("--latent", default="hold", choices=LATENT_MODES,
+                   help="a model with a latent: hold one latent for each client's dream "
+                        "(default; a reset draws another) or draw a fresh one every step")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to bind (default loopback; 0.0.0.0 to let others in)")
     p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
@@ -56,7 +61,7 @@ async def _serve(args: argparse.Namespace) -> int:
                           token=args.token or os.environ.get("TINYDREAMS_TOKEN") or None,
                           origins=args.origin, max_sessions=args.max_sessions,
                           max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
-                          fps=args.fps, idle_timeout_s=args.idle_timeout)
+                          fps=args.fps, idle_timeout_s=args.idle_timeout, latent=args.latent)
     server = DreamServer(backend, config)
     await server.start()
     print(f"serving on ws://{args.host}:{server.port}/dream", flush=True)

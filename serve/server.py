@@ -21,6 +21,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from export.bundle import LATENT_MODES, latent_dim
 from serve.batcher import Batcher
 from serve.metrics import Metrics
 from serve.protocol import (
@@ -56,6 +57,8 @@ class ServerConfig:
         max_message_bytes: Larger messages close the connection with 1009.
         max_input_hz: Messages per second a client may send before RATE_LIMITED.
         abuse_limit: Rejected messages within 10 s that close the connection.
+        latent: A model with a latent: ``hold`` one latent for each client's
+            dream, or draw a ``fresh`` one every step (``export.bundle.DreamLatent``).
     """
 
     host: str = "127.0.0.1"
@@ -71,6 +74,7 @@ class ServerConfig:
     max_message_bytes: int = 1 << 20
     max_input_hz: float = 500.0
     abuse_limit: int = 100
+    latent: str = "hold"
 
 
 class DreamServer:
@@ -83,6 +87,9 @@ class DreamServer:
     """
 
     def __init__(self, backend: Any, config: ServerConfig) -> None:
+        if config.latent not in LATENT_MODES:
+            raise ValueError(f"latent must be one of {', '.join(LATENT_MODES)}, "
+                             f"got {config.latent!r}")
         self.backend, self.config = backend, config
         self.manifest: dict[str, Any] = backend.manifest
         self.start_frames = backend.start_frames()
@@ -181,7 +188,8 @@ class DreamServer:
             await self._refuse(ws, ProtocolError("SERVER_FULL", f"all {self.config.max_sessions}"
                                                  f" sessions are taken; try later", True), 1013)
             return
-        session = Session(self.start_frames, hello, self.fps, int(self.manifest["control_dim"]))
+        session = Session(self.start_frames, hello, self.fps, int(self.manifest["control_dim"]),
+                          latent_dim(self.manifest), self.config.latent)
         self.sessions[session.id] = session
         log.info("connect %s session %s mode %s encoding %s", peer, session.id, session.mode,
                  session.encoding)
@@ -205,7 +213,8 @@ class DreamServer:
             "model": {"name": m.get("world") or "dream", "height": m["height"],
                       "width": m["width"], "context_frames": m["context_frames"],
                       "control_dim": m["control_dim"], "control_names": m["control_names"],
-                      "fps": session.fps},
+                      "fps": session.fps,
+                      "latent": session.latent_mode if session.latent_dim else None},
             "mode": session.mode, "encoding": session.encoding,
             "limits": {"max_message_bytes": self.config.max_message_bytes,
                        "max_input_hz": self.config.max_input_hz,
@@ -245,7 +254,8 @@ class DreamServer:
 
     async def _step(self, session: Session, wake: asyncio.Event) -> None:
         start = time.perf_counter()
-        frame = await self.batcher.step(session.context, session.controls.copy())
+        frame = await self.batcher.step(session.context, session.controls.copy(),
+                                        session.latent.next())
         session.apply(frame)
         self._post(session, frame, (time.perf_counter() - start) * 1000.0, wake)
 

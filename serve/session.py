@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from export.bundle import to_image
+from export.bundle import DreamLatent, to_image
 from serve.protocol import Hello, ProtocolError, encode_frame
 
 
@@ -51,15 +51,21 @@ class Session:
         hello: The client's settings.
         fps: Server default steps per second (the hello may ask for another).
         control_dim: Controls per INPUT.
+        latent_dim: The model's latent length (0: it takes none).
+        latent_mode: ``hold`` one latent for each dream (a reset draws another),
+            or draw a ``fresh`` one every step (see ``export.bundle.DreamLatent``).
     """
 
     start_frames: np.ndarray
     hello: Hello
     fps: float
     control_dim: int = 4
+    latent_dim: int = 0
+    latent_mode: str = "hold"
     id: str = field(default_factory=lambda: secrets.token_hex(6))
     context: np.ndarray = field(init=False)  # (K, 3, H, W) float32
     controls: np.ndarray = field(init=False)  # (control_dim,) float32
+    latent: DreamLatent = field(init=False)
     input_seq: int = 0
     frame_index: int = 0
     dropped: int = 0
@@ -74,6 +80,7 @@ class Session:
         self.quality = self.hello.quality
         if self.hello.fps is not None:
             self.fps = self.hello.fps
+        self.latent = DreamLatent(self.latent_dim, self.latent_mode, self.hello.seed)
         self.reset(self.hello.seed)
 
     @property
@@ -83,7 +90,8 @@ class Session:
 
     def reset(self, seed: int | None = None, frame: np.ndarray | None = None) -> None:
         """Start again: from the client's own ``frame`` (repeated K times), else
-        from the start context chosen by ``seed``, else the next one in turn."""
+        from the start context chosen by ``seed``, else the next one in turn; a
+        latent model's dream draws a new latent (seeded by ``seed``, if given)."""
         if frame is not None:
             K = self.start_frames.shape[1]
             self.context = np.repeat(frame[None], K, axis=0).astype(np.float32)
@@ -92,6 +100,7 @@ class Session:
             i = (seed if seed is not None else next(self._turn)) % n
             self.context = self.start_frames[i].astype(np.float32) / 255.0
         self.controls = np.zeros(self.control_dim, np.float32)
+        self.latent.reset(seed)
         self.pending_reset = True
 
     def apply(self, next_frame: np.ndarray) -> None:

@@ -41,3 +41,20 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         root / "run")
     export_bundle(root / "run" / "latest.pt", root / "bundle")
     return root / "bundle"
+
+
+@pytest.fixture(scope="session")
+def latent_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real (baby) bundle of a model with a latent (trained with the CRPS, two
+    steps): K = 2 context frames, the latent its last input."""
+    pytest.importorskip("onnxruntime", reason="needs the export extra")
+    from export.exporter import export_bundle
+    from tests.train.helpers import baby_config, moving_square_recording
+    from train.loop import fit
+
+    root = tmp_path_factory.mktemp("latent-bundle")
+    rec = moving_square_recording(root / "rec")
+    fit(baby_config(rec, steps=2, **{"model.context_frames": 2, "model.latent_dim": 4,
+                                     "loss.crps": 1.0}), root / "run")
+    export_bundle(root / "run" / "latest.pt", root / "bundle")
+    return root / "bundle"

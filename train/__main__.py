@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from export.bundle import LATENT_MODES
+
 EPILOG = """\
 other commands:
   python -m train eval --checkpoint RUN/latest.pt --data DIR   evaluate against copy-last-frame
@@ -155,9 +157,10 @@ def _eval(argv: list[str]) -> int:
         description="One-step PSNR, SSIM and L1, and autoregressive rollouts (predictions fed "
                     "back) at several horizons, each beside the copy-last-frame baseline on the "
                     "same samples; then a collapse check: a free-running dream under scripted "
-                    "sticks, checked for freezing, blowing out and losing detail against the "
-                    "recording's own statistics. Writes eval.json, rollout.png (ground truth "
-                    "over dream), rollout.gif, freerun.png (every 100th frame) and freerun.gif.")
+                    "sticks, checked for freezing, blowing out, losing detail and boiling "
+                    "against the recording's own statistics. Writes eval.json, rollout.png "
+                    "(ground truth over dream), rollout.gif, freerun.png (every 100th frame) "
+                    "and freerun.gif.")
     p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint (.pt)")
     p.add_argument("--data", action="append", required=True, metavar="DIR",
                    help="recording(s) to evaluate on, all of it (use held-out episodes)")
@@ -172,6 +175,9 @@ def _eval(argv: list[str]) -> int:
     p.add_argument("--noise-level", type=float,
                    help="context noise level a noise-conditioned model is told (default: the "
                         "run's noise.play_level)")
+    p.add_argument("--latent", default="hold", choices=LATENT_MODES,
+                   help="a model with a latent: hold one latent for each dream (default, as "
+                        "play and serve do) or draw a fresh one every step")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     args = p.parse_args(argv)
@@ -184,7 +190,7 @@ def _eval(argv: list[str]) -> int:
     level = play_noise_level(state) if args.noise_level is None else args.noise_level
     torch.manual_seed(0)
     report = evaluate(model, recordings, device, out, args.horizons, args.samples,
-                      args.rollouts, fps, level, args.collapse_steps)
+                      args.rollouts, fps, level, args.collapse_steps, latent=args.latent)
     report["checkpoint"] = {"path": str(args.checkpoint), "step": state["step"]}
     print(format_report(report))
     print(f"report, strips and GIFs in {out}")

@@ -130,8 +130,9 @@ class UnrollConfig:
         rollin: Roll-in (as in DAgger; "self-forcing" in video models): before the
             supervised steps the model dreams a random 0 to ``rollin`` steps from
             the true context under the true controls, without gradients and told
-            ``noise.play_level``, and the supervised steps start from the window
-            it dreamed. So it learns to repair the drift it meets deep in a long
+            ``noise.play_level`` (a model with a latent holds one latent a
+            sample, as a played dream does), and the supervised steps start
+            from the window it dreamed. So it learns to repair the drift it meets deep in a long
             dream, not only in its first few steps. Costs up to ``rollin`` extra
             forward passes a step (no backward); 0 turns it off.
         rollin_share: The share of each batch's samples that are rolled in; the

@@ -17,7 +17,15 @@ from PIL import Image
 
 from models import WorldModel
 from train.data import Frames, TransitionSet, to_model_inputs, transition_rows
-from train.drift import CollapseReport, Reference, collapse_check, dream, free_run, scripted_sticks
+from train.drift import (
+    CollapseReport,
+    Reference,
+    collapse_check,
+    dream,
+    free_run,
+    held_latent,
+    scripted_sticks,
+)
 from train.losses import psnr, ssim
 from train.recording import STICK_NAMES, RecordingError
 
@@ -102,17 +110,19 @@ def stick_response(model: WorldModel, data: TransitionSet, device: torch.device,
 
 
 def rollout(model: WorldModel, context: torch.Tensor, controls: torch.Tensor,
-            noise_level: float = 0.0) -> torch.Tensor:
+            noise_level: float = 0.0, latent: str = "hold") -> torch.Tensor:
     """Dream ``T`` steps from true context ``(B, K, 3, H, W)`` under controls
-    ``(B, T, C)``, feeding each prediction back; returns ``(B, T, 3, H, W)``."""
+    ``(B, T, C)``, feeding each prediction back, a latent model's latent held
+    or fresh (``latent``); returns ``(B, T, 3, H, W)``."""
     return dream(model, context, controls,
-                 model.noise_input(len(context), noise_level, context.device))
+                 model.noise_input(len(context), noise_level, context.device),
+                 held_latent(model, len(context), latent, context.device))
 
 
 @torch.no_grad()
 def rollout_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray,
                     device: torch.device, batch_size: int = 32,
-                    noise_level: float = 0.0) -> dict[str, Any]:
+                    noise_level: float = 0.0, latent: str = "hold") -> dict[str, Any]:
     """PSNR and SSIM at every step of rollouts as long as ``data.horizon``, model
     and copy-last, averaged over the samples; ``data`` rows hold K + T frames."""
     model.eval()
@@ -122,7 +132,7 @@ def rollout_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray,
     for start in range(0, len(indices), batch_size):
         context, controls, targets = to_model_inputs(
             data.batch(indices[start:start + batch_size]), device, K)
-        dream = rollout(model, context, controls, noise_level)
+        dream = rollout(model, context, controls, noise_level, latent)
         last = context[:, -1]
         for t in range(T):
             sums["psnr"][t] += float(psnr(dream[:, t], targets[:, t]).sum())
@@ -163,7 +173,7 @@ def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.devi
              out_dir: Path, horizons: Sequence[int] = (1, 4, 16, 64, 256),
              samples: int = 512, rollouts: int = 64, fps: float = 8.75,
              noise_level: float = 0.0, collapse_steps: int = 1000,
-             align_context: int = 1) -> dict[str, Any]:
+             align_context: int = 1, latent: str = "hold") -> dict[str, Any]:
     """The full evaluation report; writes ``eval.json``, ``rollout.png`` and
     ``rollout.gif`` (ground truth beside the dream), and for the collapse check
     ``freerun.png`` (every 100th frame) and ``freerun.gif``, into ``out_dir``.
@@ -180,9 +190,10 @@ def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.devi
         align_context: Pick targets as if the model saw this many context frames
             (at least its own K), so models with different K are scored on the
             very same target frames.
-
-    A model with a latent draws one plausible frame each step; its draws are
-    seeded, so a report can be reproduced.
+        latent: A latent model's dreams (rollouts and the collapse check) hold
+            one latent throughout (``hold``, as ``play`` and ``serve`` do by
+            default) or draw one every step (``fresh``). Its draws are seeded,
+            so a report can be reproduced.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -198,7 +209,8 @@ def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.devi
     one_step = transitions(1)
     report: dict[str, Any] = {"samples": int(min(samples, len(one_step))),
                               "noise_level": noise_level if model.config.noise_conditioning
-                              else None}
+                              else None,
+                              "latent": latent if model.config.latent_dim else None}
     report["one_step"] = one_step_metrics(model, one_step, evenly_spaced(len(one_step), samples),
                                           device, noise_level=noise_level)
     report["one_step"]["psnr_gain_db"] = report["one_step"]["psnr"] - report["one_step"][
@@ -211,7 +223,8 @@ def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.devi
             log.warning("no held-out segment is %d frames long: no %d-step rollouts", h + K, h)
             continue
         idx = evenly_spaced(len(data), rollout_samples(h, rollouts))
-        curves = rollout_metrics(model, data, idx, device, noise_level=noise_level)
+        curves = rollout_metrics(model, data, idx, device, noise_level=noise_level,
+                                 latent=latent)
         report["rollout"][str(h)] = {
             "samples": len(idx), "psnr": curves["psnr"][-1],
             "copy_psnr": curves["copy_psnr"][-1],
@@ -219,19 +232,19 @@ def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.devi
             "ssim": curves["ssim"][-1], "copy_ssim": curves["copy_ssim"][-1]}
         if h == max(x for x in horizons if x <= 64):  # the pictures: a readable length
             context, controls, targets = to_model_inputs(data.batch(idx[:1]), device, K)
-            dream = rollout(model, context, controls, noise_level)[0]
+            dream = rollout(model, context, controls, noise_level, latent)[0]
             save_strip(targets[0, :16], dream[:16], out_dir / "rollout.png")
             save_gif(targets[0], dream, out_dir / "rollout.gif", fps=fps)
     if collapse_steps > 0:
         report["collapse"] = collapse_report(model, recordings, device, out_dir, collapse_steps,
-                                             noise_level, fps).to_dict()
+                                             noise_level, fps, latent).to_dict()
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
 def collapse_report(model: WorldModel, recordings: Sequence[Frames], device: torch.device,
                     out_dir: Path, steps: int = 1000, noise_level: float = 0.0,
-                    fps: float = 8.75) -> CollapseReport:
+                    fps: float = 8.75, latent: str = "hold") -> CollapseReport:
     """Dream ``steps`` frames under scripted sticks from the first K frames of
     the first recording, and check it against the recordings' statistics."""
     K = model.config.context_frames
@@ -242,7 +255,7 @@ def collapse_report(model: WorldModel, recordings: Sequence[Frames], device: tor
                              f"start a dream from")
     context = torch.from_numpy(np.asarray(frames.frames[rows[0, :K]])).float().div(255.0)
     sticks = scripted_sticks(steps, model.config.control_dim)
-    dream = free_run(model, context[None].to(device), sticks, noise_level)
+    dream = free_run(model, context[None].to(device), sticks, noise_level, latent)
     ref = Reference.from_frames(
         np.concatenate([np.asarray(f.frames) for f in recordings]),
         np.concatenate([f.controls for f in recordings]))
@@ -274,6 +287,10 @@ def format_report(report: dict[str, Any]) -> str:
                      "the model ignores it)\n  " + "  ".join(
                          f"{name} {r['flip_l1_ratio']:.2f}x (moves {r['response']:.2f})"
                          for name, r in report["sticks"].items()))
+    if report.get("latent"):
+        how = ("hold one latent a dream" if report["latent"] == "hold"
+               else "draw one every step")
+        lines.append(f"latent: {report['latent']} (rollouts and the collapse check {how})")
     if "collapse" in report:
         c = report["collapse"]
         lines.append(CollapseReport(**{k: v for k, v in c.items() if k != "passed"}).summary())

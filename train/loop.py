@@ -113,16 +113,17 @@ def noise_levels(noise: NoiseConfig, batch: int, generator: torch.Generator,
 
 
 def roll_in(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
-            level: torch.Tensor | None) -> torch.Tensor:
+            level: torch.Tensor | None, latent: torch.Tensor | None = None) -> torch.Tensor:
     """The window ``(B, K, 3, H, W)`` the model reaches by dreaming ``controls.shape[1]``
-    steps from ``context`` on its own, no gradient, told noise ``level``."""
-    frames = dream(net, context, controls, level)
+    steps from ``context`` on its own, no gradient, told noise ``level``, a latent
+    model holding ``latent`` ``(B, latent_dim)`` throughout, as a played dream does."""
+    frames = dream(net, context, controls, level, latent)
     return torch.cat([context, frames], dim=1)[:, -context.shape[1]:]
 
 
 def roll_in_share(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
                   targets: torch.Tensor, steps: int, share: float,
-                  level: torch.Tensor | None,
+                  level: torch.Tensor | None, latent: torch.Tensor | None = None,
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Roll the first ``share`` of the batch in by ``steps`` steps (see ``roll_in``);
     the rest keep the true context. Returns the windows, controls ``(B, T - steps, C)``
@@ -130,7 +131,8 @@ def roll_in_share(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
     n = max(1, round(share * len(context)))
     rest = controls.shape[1] - steps
     rolled = roll_in(net, context[:n], controls[:n, :steps],
-                     None if level is None else level[:n])
+                     None if level is None else level[:n],
+                     None if latent is None else latent[:n])
     return (torch.cat([rolled, context[n:]]),
             torch.cat([controls[:n, steps:], controls[n:, :rest]]),
             torch.cat([targets[:n, steps:], targets[n:, :rest]]))
@@ -372,10 +374,11 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
                 if n_in:
                     told = (torch.full((len(context),), config.noise.play_level, device=device)
                             if m.noise_conditioning else None)
+                    held = model.draw_latent(len(context), device, generator)
                     with autocast():
                         context, controls, targets = roll_in_share(
                             net, context, controls, targets, n_in, config.unroll.rollin_share,
-                            told)
+                            told, held)
             with autocast():
                 terms, pred = unrolled_loss(net, context, controls, targets, config, unroll,
                                             generator)

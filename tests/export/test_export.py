@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.bundle import MANIFEST, ONNX_FILE, BundleError, read_manifest
+from export.bundle import MANIFEST, ONNX_FILE, BundleError, DreamLatent, read_manifest
 from export.exporter import export_bundle
 from export.runtime import load_backend
 from models import WorldModel
@@ -109,6 +109,24 @@ def test_every_backend_matches_eager(exported: tuple[Path, Path], backend: str,
             runner.step(frames, controls, None, z[:, :-1])
     as_torch = runner.step(torch.from_numpy(frames), torch.from_numpy(controls))
     assert isinstance(as_torch, torch.Tensor)  # torch in, torch out
+
+
+def test_a_dream_latent_is_held_or_fresh_and_seeded() -> None:
+    held = DreamLatent(8, "hold", seed=3)
+    first = held.next()
+    assert first is not None
+    assert first.shape == (8,)
+    assert first.dtype == np.float32
+    assert np.array_equal(held.next(), first)  # held: the same every step
+    held.reset()
+    assert not np.array_equal(held.next(), first)  # a new dream draws another
+    held.reset(seed=3)
+    assert np.array_equal(held.next(), first)  # a seed gives the same dream again
+    fresh = DreamLatent(8, "fresh", seed=3)
+    assert not np.array_equal(fresh.next(), fresh.next())
+    assert DreamLatent(0).next() is None  # a model without a latent
+    with pytest.raises(ValueError, match="latent mode must be one of hold, fresh, got 'fixed'"):
+        DreamLatent(8, "fixed")
 
 
 def test_manifest_records_parity_and_round_trips(exported: tuple[Path, Path]) -> None:

@@ -88,6 +88,36 @@ def test_dream_source_rolls_a_window_of_k_frames(bundle: Path) -> None:
     np.testing.assert_array_equal(seen[3][0, 0], seen[2][0, 1])
 
 
+def test_a_latent_dream_source_holds_one_latent_until_a_reset(latent_bundle: Path) -> None:
+    backend = load_backend(latent_bundle, "onnxruntime", "cpu")
+    seen: list[np.ndarray] = []
+    step = backend.step
+
+    def spy(frames: np.ndarray, controls: np.ndarray, noise_level: Any = None,
+            latent: Any = None) -> Any:
+        seen.append(latent.copy())
+        return step(frames, controls, noise_level, latent)
+
+    backend.step = spy  # type: ignore[method-assign]
+    source = DreamSource(backend)
+    sticks = np.array([0.5, 0, 0, 0], np.float32)
+    source.reset()
+    for _ in range(3):
+        source.step(sticks)
+    source.reset()  # R: another dream, another latent
+    source.step(sticks)
+    assert [z.shape for z in seen] == [(1, 4)] * 4
+    assert all(np.array_equal(z, seen[0]) for z in seen[:3])
+    assert not np.array_equal(seen[3], seen[0])
+    seen.clear()
+    fresh = DreamSource(backend, latent="fresh")
+    fresh.reset()
+    for _ in range(3):
+        fresh.step(sticks)
+    assert not np.array_equal(seen[0], seen[1])
+    assert not np.array_equal(seen[1], seen[2])
+
+
 def test_hot_plug_and_captures(bundle: Path, tmp_path: Path) -> None:
     source = DreamSource(load_backend(bundle, "onnxruntime", "cpu"))
     script = {

@@ -21,6 +21,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from export.bundle import DreamLatent
 from export.runtime import load_backend
 from serve.client import DreamClient, ServerError, decode_image
 from serve.protocol import encode_input
@@ -92,6 +93,37 @@ async def test_each_session_rolls_its_own_window_of_k_frames(server: DreamServer
     np.testing.assert_allclose(session.context, windows[a][0], atol=1e-5)
     await a.close()
     await b.close()
+
+
+@pytest.mark.parametrize("mode", ["hold", "fresh"])
+async def test_a_latent_dream_holds_its_seeded_latent_until_a_reset(latent_bundle: Path,
+                                                                   mode: str) -> None:
+    # The mirror draws the latents a seeded session should: one held until the
+    # reset draws another (hold), or a new one every step (fresh).
+    server = await started(latent_bundle, latent=mode)
+    mirror = load_backend(latent_bundle, "onnxruntime", "cpu")
+    client = await DreamClient.connect(url(server), mode="lockstep", encoding="raw", seed=1)
+    assert client.welcome["model"]["latent"] == mode
+    await client.frame()
+    rng = np.random.default_rng(0)
+    for seed in (1, 2):
+        window = mirror.start_frames()[seed][None].astype(np.float32) / 255.0
+        latent = DreamLatent(4, mode, seed)
+        seen = []
+        for _ in range(4):
+            sticks = rng.uniform(-1, 1, 4).astype(np.float32)
+            got = decode_image(await client.step(sticks.tolist())).astype(int)
+            z = latent.next()
+            assert z is not None
+            seen.append(z)
+            nxt = mirror.step(window, sticks[None], latent=z[None])
+            window = np.concatenate([window[:, 1:], nxt[:, None]], axis=1)
+            expected = (np.clip(nxt[0], 0, 1) * 255 + 0.5).astype(int).transpose(1, 2, 0)
+            assert np.abs(got - expected).max() <= 1
+        assert all(np.array_equal(z, seen[0]) for z in seen) == (mode == "hold")
+        await client.reset(seed=2)
+    await client.close()
+    await server.close()
 
 
 async def test_realtime_steps_at_the_fps_with_the_latest_controls(server: DreamServer) -> None:

@@ -55,10 +55,13 @@ class Spy(nn.Module):
         super().__init__()
         self.scale = nn.Parameter(torch.ones(()))
         self.calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+        self.latents: list[torch.Tensor | None] = []
 
     def forward(self, frames: torch.Tensor, controls: torch.Tensor,
-                noise: torch.Tensor | None = None) -> torch.Tensor:
+                noise: torch.Tensor | None = None,
+                latent: torch.Tensor | None = None) -> torch.Tensor:
         self.calls.append((frames.detach().clone(), controls.clone(), noise))
+        self.latents.append(latent)
         return (frames[:, -1] + 0.1) * self.scale
 
 
@@ -125,8 +128,11 @@ def test_a_roll_in_share_dreams_part_of_the_batch_and_shifts_only_its_targets() 
     controls = torch.arange(4 * 6 * 4, dtype=torch.float32).reshape(4, 6, 4)
     targets = torch.rand(4, 6, 3, 8, 8)
     level = torch.full((4,), 0.01)
-    window, ctrl, tgt = roll_in_share(spy, context, controls, targets, 2, 0.5, level)
+    held = torch.randn(4, 3)
+    window, ctrl, tgt = roll_in_share(spy, context, controls, targets, 2, 0.5, level, held)
     assert len(spy.calls) == 2
+    # A latent model dreams as it is played: the rolled-in samples' latents, held throughout.
+    assert all(z is not None and torch.equal(z, held[:2]) for z in spy.latents)
     assert all(len(frames) == 2 for frames, _, _ in spy.calls)  # only half the batch dreams
     # The rolled-in half: two dreamt steps in the window, its controls and targets
     # two steps on. The other half: the true context and the first four targets.
@@ -138,6 +144,34 @@ def test_a_roll_in_share_dreams_part_of_the_batch_and_shifts_only_its_targets() 
     torch.testing.assert_close(ctrl[2:], controls[2:, :4])
     torch.testing.assert_close(tgt[:2], targets[:2, 2:])
     torch.testing.assert_close(tgt[2:], targets[2:, :4])
+
+
+def test_a_latent_dream_holds_one_latent_or_draws_one_every_step() -> None:
+    model = WorldModel(baby_config(Path("unused"), **{"model.latent_dim": 4}).model)
+    seen: list[torch.Tensor] = []
+    embed = model.embed_action
+
+    def spy(controls: torch.Tensor, noise_level: torch.Tensor | None = None,
+            latent: torch.Tensor | None = None) -> torch.Tensor:
+        seen.append(latent if latent is not None else torch.full((1, 4), torch.nan))
+        return embed(controls, noise_level, latent)
+
+    model.embed_action = spy  # type: ignore[method-assign]
+    context, sticks = torch.rand(1, 1, 3, 16, 16), scripted_sticks(6)
+    free_run(model, context, sticks)  # hold, the default
+    assert len(seen) == 6
+    assert all(torch.equal(z, seen[0]) for z in seen)
+    assert not seen[0].isnan().any()
+    first = seen[0]
+    seen.clear()
+    free_run(model, context, sticks)  # another dream, another world
+    assert not torch.equal(seen[0], first)
+    seen.clear()
+    free_run(model, context, sticks, latent="fresh")  # the model draws its own each step
+    assert len(seen) == 6
+    assert all(z.isnan().all() for z in seen)
+    with pytest.raises(ValueError, match="latent mode must be one of hold, fresh"):
+        free_run(model, context, sticks, latent="still")
 
 
 def test_noise_reaches_the_frames_and_its_level_the_model(tmp_path: Path) -> None:
@@ -178,11 +212,12 @@ def test_multistep_noisy_training_with_amp_and_checkpointing_resumes_exactly(
     rolled: list[int] = []
 
     def spy_roll_in(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
-                    level: torch.Tensor | None) -> torch.Tensor:
+                    level: torch.Tensor | None, latent: torch.Tensor | None) -> torch.Tensor:
         rolled.append(controls.shape[1])
         assert level is not None
         assert float(level[0]) == pytest.approx(0.02)
-        return real_roll_in(net, context, controls, level)
+        assert latent is None  # this model has none
+        return real_roll_in(net, context, controls, level, latent)
 
     real_roll_in = train.loop.roll_in
     monkeypatch.setattr(train.loop, "roll_in", spy_roll_in)
@@ -209,7 +244,8 @@ def constant_model(config: Any) -> WorldModel:
     model = WorldModel(config)
 
     def forward(frames: torch.Tensor, controls: torch.Tensor,
-                noise: torch.Tensor | None = None) -> torch.Tensor:
+                noise: torch.Tensor | None = None,
+                latent: torch.Tensor | None = None) -> torch.Tensor:
         return torch.full_like(frames[:, -1], 0.4)
 
     model.forward = forward  # type: ignore[method-assign]
@@ -315,18 +351,21 @@ def test_eval_cli_reports_rollouts_and_the_collapse_check(tmp_path: Path) -> Non
     rec = moving_square_recording(tmp_path / "rec", episodes=2, steps=30)
     config = baby_config(rec, **{"model.context_frames": 2, "model.noise_conditioning": True,
                                  "noise.max_level": 0.1, "noise.play_level": 0.03,
-                                 "unroll.schedule": "1,2"})
+                                 "unroll.schedule": "1,2", "model.latent_dim": 4,
+                                 "loss.crps": 1.0, "unroll.rollin": 2})
     fit(config, tmp_path / "run")
     result = subprocess.run(
         [sys.executable, "-m", "train", "eval", "--checkpoint", str(tmp_path / "run/latest.pt"),
          "--data", str(rec), "--out", str(tmp_path / "eval"), "--horizons", "1", "4", "16",
-         "--collapse-steps", "40", "--rollouts", "8", "--device", "cpu"],
+         "--collapse-steps", "40", "--rollouts", "8", "--device", "cpu", "--latent", "fresh"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     assert "rollout 16" in result.stdout
     assert "collapse check over 40 free-running steps" in result.stdout
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["noise_level"] == 0.03
+    assert report["latent"] == "fresh"
+    assert "latent: fresh" in result.stdout
     assert set(report["rollout"]) == {"1", "4", "16"}
     assert report["collapse"]["steps"] == 40
     assert "stick response" in result.stdout
