@@ -28,10 +28,13 @@ def _record(args: argparse.Namespace) -> int:
     world = make_world(args.world, **options)
     try:
         policy = make_policy(args.policy, seed=args.seed, source=args.source, fps=world.fps,
-                             title=f"TinyDreams: recording {args.world}")
+                             title=f"TinyDreams: recording {args.world}", rest=args.rest)
+        meta: dict[str, object] = {"policy": args.policy}
+        if args.policy == "wander":
+            meta["rest"] = args.rest
         with tqdm(total=args.steps, unit="step", disable=args.quiet) as bar:
             stats = record(world, policy, args.out, args.steps, size, args.seed,
-                           meta={"policy": args.policy}, progress=bar.update)
+                           meta=meta, progress=bar.update)
     finally:
         world.close()
     print(f"recorded {stats.steps} steps ({stats.frames} frames, {stats.episodes} episode(s)) "
@@ -183,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--policy", default="wander", choices=["wander", "human", "replay"],
                      help="wander: smooth seeded random sticks; human: gamepad or keyboard "
                           "(WASD, arrows) in a window; replay: controls of --source")
+    rec.add_argument("--rest", type=float, default=0.1,
+                     help="wander: the share of steps every stick rests at the centre, so the "
+                          "model sees the game stand still (default 0.1)")
     rec.add_argument("--source", default=None, help="recording whose controls --policy replay uses")
     rec.add_argument("--steps", type=int, default=2000, help="world steps to record")
     rec.add_argument("--out", type=Path, required=True, help="recording directory")

@@ -33,16 +33,27 @@ class WanderPolicy:
     extremes a pure random walk rarely visits, so a model sees every part of
     the stick range and long straight runs as well as jitter.
 
+    Now and then every stick lets go at once and rests at the centre for 8-40
+    steps, as a player's hands do: with four independent axes a full rest
+    would almost never happen, and a model that never saw the game stand still
+    does not learn to stand still.
+
     Args:
         control_dim: Number of axes.
         seed: Seed of the random programme.
+        rest: The share of steps spent resting (0: never).
     """
 
     MODES = ("walk", "hold", "release", "sweep")
     MODE_P = (0.45, 0.25, 0.15, 0.15)
+    REST_STEPS = (8, 40)  # a rest's length, uniform (both ends included)
 
-    def __init__(self, control_dim: int = 4, seed: int = 0) -> None:
+    def __init__(self, control_dim: int = 4, seed: int = 0, rest: float = 0.1) -> None:
+        if not 0.0 <= rest < 1.0:
+            raise ValueError(f"rest must be in [0, 1), got {rest}")
         self.control_dim = control_dim
+        mean = sum(self.REST_STEPS) / 2
+        self._rest_p = rest / (mean * (1.0 - rest))  # a rest starts on this share of steps
         self.reset(seed)
 
     def reset(self, seed: int | None = None) -> None:
@@ -54,6 +65,7 @@ class WanderPolicy:
         self._left = np.zeros(n, dtype=np.int64)
         self._target = np.zeros(n)
         self._sweep_step = np.zeros(n)
+        self._resting = 0
 
     def _new_segment(self, i: int) -> None:
         rng = self._rng
@@ -70,6 +82,13 @@ class WanderPolicy:
             self._sweep_step[i] = -2.0 * start / length
 
     def act(self, frame: np.ndarray | None = None) -> np.ndarray:
+        if not self._resting and self._rng.random() < self._rest_p:
+            self._resting = int(self._rng.integers(self.REST_STEPS[0], self.REST_STEPS[1] + 1))
+        if self._resting:  # every stick back to the centre, and still there
+            self._resting -= 1
+            self.value = np.where(np.abs(self.value) < 0.02, 0.0, 0.5 * self.value)
+            self._left[:] = 0  # fresh segments when the rest ends
+            return self.value.astype(np.float32)
         for i in range(self.control_dim):
             if self._left[i] <= 0:
                 self._new_segment(i)
@@ -106,10 +125,11 @@ class ReplayPolicy:
 
 
 def make_policy(name: str, seed: int = 0, source: str | None = None,
-                fps: float = 30.0, title: str = "TinyDreams") -> Policy:
-    """``wander``, ``replay`` (needs ``source``) or ``human`` (opens a window)."""
+                fps: float = 30.0, title: str = "TinyDreams", rest: float = 0.1) -> Policy:
+    """``wander`` (resting a ``rest`` share of the steps), ``replay`` (needs
+    ``source``) or ``human`` (opens a window)."""
     if name == "wander":
-        return WanderPolicy(seed=seed)
+        return WanderPolicy(seed=seed, rest=rest)
     if name == "replay":
         if source is None:
             raise ValueError("the replay policy needs a source recording (--source DIR)")

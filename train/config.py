@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import tomllib
 
+from export.bundle import LATENT_MODES
 from models.config import WorldModelConfig, coerce, preset
 from models.discriminator import DiscriminatorConfig
 
@@ -130,14 +131,16 @@ class UnrollConfig:
         rollin: Roll-in (as in DAgger; "self-forcing" in video models): before the
             supervised steps the model dreams a random 0 to ``rollin`` steps from
             the true context under the true controls, without gradients and told
-            ``noise.play_level`` (a model with a latent holds one latent a
-            sample, as a played dream does), and the supervised steps start
-            from the window it dreamed. So it learns to repair the drift it meets deep in a long
+            ``noise.play_level``, and the supervised steps start from the
+            window it dreamed. So it learns to repair the drift it meets deep in a long
             dream, not only in its first few steps. Costs up to ``rollin`` extra
             forward passes a step (no backward); 0 turns it off.
         rollin_share: The share of each batch's samples that are rolled in; the
             others start from the true context. The roll-in's cost scales with it,
             so a small share buys drift repair for a fraction of the price.
+        rollin_latent: How a model with a latent dreams its roll-in: ``hold``
+            one latent a sample, or draw a ``fresh`` one every step; the way it
+            will be played (``--latent`` on ``play``, ``serve``, ``train eval``).
     """
 
     schedule: tuple[int, ...] = (1,)
@@ -145,6 +148,7 @@ class UnrollConfig:
     detach: bool = False
     rollin: int = 0
     rollin_share: float = 1.0
+    rollin_latent: str = "hold"
 
     def __post_init__(self) -> None:
         if not self.schedule or min(self.schedule) < 1:
@@ -160,6 +164,9 @@ class UnrollConfig:
             raise ValueError(f"unroll.rollin must be >= 0, got {self.rollin}")
         if not 0 < self.rollin_share <= 1:
             raise ValueError(f"unroll.rollin_share must be in (0, 1], got {self.rollin_share}")
+        if self.rollin_latent not in LATENT_MODES:
+            raise ValueError(f"unroll.rollin_latent must be one of {', '.join(LATENT_MODES)}, "
+                             f"got {self.rollin_latent!r}")
 
     @property
     def max_length(self) -> int:

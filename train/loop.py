@@ -116,7 +116,7 @@ def roll_in(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
             level: torch.Tensor | None, latent: torch.Tensor | None = None) -> torch.Tensor:
     """The window ``(B, K, 3, H, W)`` the model reaches by dreaming ``controls.shape[1]``
     steps from ``context`` on its own, no gradient, told noise ``level``, a latent
-    model holding ``latent`` ``(B, latent_dim)`` throughout, as a played dream does."""
+    model holding ``latent`` ``(B, latent_dim)`` throughout (None: a fresh one a step)."""
     frames = dream(net, context, controls, level, latent)
     return torch.cat([context, frames], dim=1)[:, -context.shape[1]:]
 
@@ -374,7 +374,8 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
                 if n_in:
                     told = (torch.full((len(context),), config.noise.play_level, device=device)
                             if m.noise_conditioning else None)
-                    held = model.draw_latent(len(context), device, generator)
+                    held = (model.draw_latent(len(context), device, generator)
+                            if config.unroll.rollin_latent == "hold" else None)
                     with autocast():
                         context, controls, targets = roll_in_share(
                             net, context, controls, targets, n_in, config.unroll.rollin_share,

@@ -32,6 +32,7 @@ def test_overrides_are_typed_and_nested() -> None:
     ({"steps": "many"}, "steps must be an integer"),
     ({"model.embed_dim": 100}, "divisible by num_heads"),
     ({"loss.crps": 1}, "set model.latent_dim too"),
+    ({"unroll.rollin_latent": "fixed"}, "unroll.rollin_latent must be one of hold, fresh"),
 ])
 def test_bad_overrides_are_refused_by_name(overrides: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
