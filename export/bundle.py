@@ -146,10 +146,10 @@ def latent_input(manifest: dict[str, Any], batch: int, latent: Any,
 class DreamLatent:
     """The latent one dream gives a latent model each step.
 
-    ``hold`` (the default) draws one latent when the dream starts and keeps it:
-    the dream stays one world, stands still when the sticks rest and moves
-    with them. ``fresh`` draws a new one every step: each frame is an
-    independent plausible next frame, and the dream shimmers even at rest.
+    ``hold`` (the default) draws one latent when the dream starts and keeps it,
+    so every step paints the same world and nothing is redrawn while the
+    sticks rest. ``fresh`` draws a new one every step: each frame is another
+    plausible next frame, and the picture repaints itself even at rest.
     ``next()`` is None for a model without a latent (``dim`` 0).
 
     Args:
