@@ -102,7 +102,8 @@ def collapse_html(c: dict[str, Any]) -> str:
             f"{f['ref_contrast_max']:.3f}</td></tr>"
             f"<tr><td>detail loss (high frequencies fade)</td><td>{_at(c['detail_step'])}</td>"
             f"<td>least detail {f['detail_min_ratio']:.2f}x the recording's mean (bound "
-            f"{c['thresholds']['detail_fraction']:.2f}x)</td></tr>{boil_row(c)}</table>")
+            f"{f.get('detail_bound_ratio', c['thresholds']['detail_fraction']):.2f}x)</td></tr>"
+            f"{boil_row(c)}</table>")
 
 
 def boil_row(c: dict[str, Any]) -> str:

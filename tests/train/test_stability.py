@@ -20,7 +20,14 @@ from tests.train.helpers import baby_config, moving_square_recording
 from train.checkpoint import load_checkpoint, model_from_checkpoint
 from train.config import UnrollConfig
 from train.data import TransitionSet, load_frames, transition_rows
-from train.drift import Reference, collapse_check, frame_stats, free_run, scripted_sticks
+from train.drift import (
+    MOVING,
+    Reference,
+    collapse_check,
+    frame_stats,
+    free_run,
+    scripted_sticks,
+)
 from train.evaluate import stick_response
 from train.loop import fit, roll_in, roll_in_share, unrolled_loss
 
@@ -308,18 +315,45 @@ def test_collapse_check_passes_the_recording_and_flags_a_constant_model(doom: Pa
 
     # The programme's sticks rest for its last quarter: a dream that stands still there
     # passes; one that keeps repainting itself (two real frames in turn) boils.
+    # (The real frames where the recording's own sticks moved: the scripted sticks move
+    # all through the first 150 steps, and the recording rests now and then.)
     assert np.abs(sticks[:150]).max(axis=1).min() > 0.2
     assert not sticks[150:].any()
-    calm = real[:200].copy()
-    calm[150:] = real[150]
+    moved = real[np.abs(frames.controls).max(axis=1) >= MOVING]
+    calm = moved[:200].copy()
+    calm[150:] = moved[150]
     assert collapse_check(calm, sticks, ref).passed
     flicker = calm.copy()
-    flicker[150::2] = real[10]
+    flicker[150::2] = moved[10]
     report = collapse_check(flicker, sticks, ref)
     assert (report.freeze_step, report.blowout_step, report.detail_step) == (None, None, None)
     assert report.boil_step == 150 + 8 + 16  # the sticks have rested 8 steps, then a window
     assert report.figures["rest_change_max_ratio"] > 1.0
     assert "boil         from step 174" in report.summary()
+
+
+def test_detail_loss_is_judged_against_the_recordings_own_plainest_stretch() -> None:
+    # A recording that looks at the sky for 30 steps: its plainest windows hold
+    # a tenth of its mean detail, and it must still pass its own check.
+    rng = np.random.default_rng(0)
+    frames = rng.random((300, 3, 16, 16)).astype(np.float32)
+    frames[100:130] = 0.5 + 0.05 * (frames[100:130] - 0.5)
+    controls = np.ones((300, 4), np.float32)
+    controls[100:130] = 0.0  # (and stands still there: no freeze, no boil)
+    ref = Reference.from_frames(frames, controls)
+    assert ref.detail_low < 0.2 * ref.detail
+    itself = collapse_check(frames, controls, ref)
+    assert itself.passed, itself.summary()
+    assert itself.figures["detail_bound_ratio"] == pytest.approx(ref.detail_low / ref.detail)
+    # Plainer than anything in the recording, and under half its mean: detail loss.
+    plain = 0.5 + 0.02 * (rng.random((40, 3, 16, 16)).astype(np.float32) - 0.5)
+    report = collapse_check(plain, controls[:40], ref)
+    assert report.detail_step == 16
+    assert f"bound {ref.detail_low / ref.detail:.2f}x" in report.summary()
+    # A recording without plain stretches keeps the plain bound: half its mean.
+    busy = Reference.from_frames(rng.random((100, 3, 16, 16)).astype(np.float32),
+                                 controls[:100])
+    assert collapse_check(plain, controls[:40], busy).figures["detail_bound_ratio"] == 0.5
 
 
 def test_the_real_world_under_the_scripted_sticks_passes(doom: Path) -> None:
