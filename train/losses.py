@@ -68,10 +68,18 @@ def ssim_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - ssim(pred, target).mean()
 
 
+# The mean squared error of rounding to 8 bits, (1/255)^2 / 12: frames are stored
+# as 8-bit images, so an error below it is a perfect frame. PSNR stops there
+# (58.9 dB): the same frame again (copy-last while the game stands still) would
+# otherwise score 100 dB and outweigh every other sample in a mean.
+MSE_FLOOR = 1.0 / (12 * 255.0**2)
+
+
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Peak signal-to-noise ratio per sample in dB, ``(B,)``, data range 1."""
+    """Peak signal-to-noise ratio per sample in dB, ``(B,)``, data range 1, at
+    most 58.9 dB (``MSE_FLOOR``: within 8-bit rounding is perfect)."""
     mse = (pred.float() - target.float()).square().flatten(1).mean(1)
-    return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-10))
+    return 10.0 * torch.log10(1.0 / mse.clamp_min(MSE_FLOOR))
 
 
 def crps_loss(pred: torch.Tensor, other: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
