@@ -49,7 +49,7 @@ def test_killed_recorder_leaves_a_fully_usable_log(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "play", "record", "--world", "doom:basic", "--steps", "1000000",
          "--out", str(out), "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+        stderr=subprocess.DEVNULL, start_new_session=True)  # a group: the kill takes ViZDoom too
     try:
         deadline = time.monotonic() + 60
         log = out / LOG_NAME
@@ -59,8 +59,8 @@ def test_killed_recorder_leaves_a_fully_usable_log(tmp_path: Path) -> None:
             time.sleep(0.05)
         else:
             pytest.fail("the recorder wrote fewer than 200 lines in 60 s")
-        os.kill(proc.pid, signal.SIGKILL)
     finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the recorder and the ViZDoom process it started
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     result = play_cli("inspect", str(out))
