@@ -14,6 +14,12 @@
 
     python tools/long_dreams_gpu.py --out "$OUT" --deadline 560
 
+``--variant NAME BASE KEY=VALUE...`` adds a variant: BASE (an ablation variant)
+with config overrides, e.g. ``--variant fft all-remedies loss.fft=1``. After
+scoring, each run's collapse check is also run from every ``--sweep-starts``
+entry and, for a latent model, every ``--sweep-seeds`` seed, held and fresh
+(``sweep.json``, and one line a dream in the log).
+
 ``gan`` is the all-remedies run with the conditional GAN loss from a quarter of
 the way in; the planner does not time the discriminator, so that run gets
 all-remedies' steps and spends more than the others (its report says how
@@ -32,16 +38,20 @@ import tarfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from models.device import resolve_device  # noqa: E402
+from train.__main__ import parse_sets  # noqa: E402
 from train.ablation import VARIANTS, plan, step_seconds, table, train_and_score  # noqa: E402
-from train.checkpoint import model_weights  # noqa: E402
+from train.checkpoint import model_from_checkpoint, model_weights, play_noise_level  # noqa: E402
 from train.config import TrainConfig, load_config  # noqa: E402
 from train.data import load_frames  # noqa: E402
+from train.evaluate import collapse_sweep, format_sweep  # noqa: E402
 
 log = logging.getLogger("long_dreams_gpu")
 HORIZONS = [1, 4, 16, 64, 256]
@@ -53,18 +63,32 @@ def gan_config(remedies: TrainConfig) -> TrainConfig:
                              "gan.start_step": remedies.steps // 4})
 
 
-def record(work: Path, shards: int, shard_steps: int,
-           val_steps: int) -> list[subprocess.Popen[bytes]]:
+def define_variants(specs: list[list[str]]) -> dict[str, dict[str, Any]]:
+    """``--variant NAME BASE KEY=VALUE...`` specs as config overrides by name."""
+    defined = {}
+    for spec in specs:
+        if len(spec) < 2 or spec[1] not in VARIANTS:
+            raise ValueError(f"--variant {' '.join(spec)}: give NAME, then one of "
+                             f"{', '.join(VARIANTS)}, then KEY=VALUE overrides")
+        defined[spec[0]] = {**VARIANTS[spec[1]], **parse_sets(spec[2:])}
+    return defined
+
+
+def record(work: Path, shards: int, shard_steps: int, val_steps: int,
+           rest: float) -> list[subprocess.Popen[bytes]]:
+    """The training shards rest ``rest`` of the time; the held-out recording is
+    the README's (no rests), so its figures compare with earlier tables."""
     procs = []
-    jobs = [(f"doom-{i}", i, shard_steps) for i in range(shards)] + [
-        ("doom-val", VAL_SEED, val_steps)]
-    for name, seed, steps in jobs:
+    jobs = [(f"doom-{i}", i, shard_steps, rest) for i in range(shards)] + [
+        ("doom-val", VAL_SEED, val_steps, 0.0)]
+    for name, seed, steps, rests in jobs:
         if (work / name / "recording_log.jsonl").is_file():
             continue
         logf = (work / f"record-{name}.log").open("wb")
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "play", "record", "--world", "doom:health_gathering",
-             "--steps", str(steps), "--seed", str(seed), "--out", str(work / name), "--quiet"],
+             "--steps", str(steps), "--seed", str(seed), "--rest", str(rests),
+             "--out", str(work / name), "--quiet"],
             cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT))
     return procs
 
@@ -86,7 +110,24 @@ def run_one(args: argparse.Namespace) -> int:
                              init=init if init is not None and init.is_file() else None)
     report["wall_seconds"] = time.monotonic() - started
     (args.work / args.name / "eval" / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    if args.sweep_seeds and args.collapse_steps:
+        sweep(args.work / args.name, list(config.data.val_recordings), args)
     return 0
+
+
+def sweep(run: Path, val_dirs: list[str], args: argparse.Namespace) -> None:
+    """The collapse check from every start and seed, held and (a latent model) fresh."""
+    device = resolve_device(args.device)
+    model, state = model_from_checkpoint(run / "latest.pt", map_location=device)
+    c = model.config
+    val = [load_frames(d, (c.width, c.height), c.control_dim) for d in val_dirs]
+    results = {}
+    for latent in ("hold", "fresh") if c.latent_dim else ("hold",):
+        runs = collapse_sweep(model, val, device, args.sweep_seeds, args.sweep_starts,
+                              args.collapse_steps, play_noise_level(state), latent)
+        results[latent] = runs
+        print(f"{run.name}: {format_sweep(runs)}", flush=True)
+    (run / "eval" / "sweep.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 def pack(work: Path, out: Path, names: list[str], budget_mb: float = 56) -> None:
@@ -121,8 +162,17 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "runs/gpu-ablation")))
     p.add_argument("--work", type=Path, default=Path("/tmp/long-dreams"))
     p.add_argument("--variants", nargs="+", default=["baseline", "all-remedies"],
-                   choices=[*VARIANTS, "gan"],
-                   help="ablation variants to train side by side, and gan (see above)")
+                   help="variants to train side by side: the ablation's, gan (see above), "
+                        "and any --variant")
+    p.add_argument("--variant", nargs="+", action="append", default=[],
+                   metavar="NAME BASE KEY=VALUE",
+                   help="define a variant: an ablation variant with config overrides")
+    p.add_argument("--rest", type=float, default=0.1,
+                   help="share of the training shards' steps every stick rests (play record)")
+    p.add_argument("--sweep-seeds", type=int, nargs="*", default=[0, 1, 2],
+                   help="latent seeds of the collapse sweep (none: no sweep)")
+    p.add_argument("--sweep-starts", type=int, nargs="+", default=[0, 1000, 2000],
+                   help="held-out entries the sweep's dreams start from")
     p.add_argument("--shards", type=int, default=8, help="training recordings (seeds 0..N-1)")
     p.add_argument("--shard-steps", type=int, default=10000)
     p.add_argument("--val-steps", type=int, default=3000)
@@ -143,11 +193,18 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.command == "run":
         return run_one(args)
+    try:
+        defined = define_variants(args.variant)
+    except ValueError as err:
+        p.error(str(err))
+    unknown = set(args.variants) - set(VARIANTS) - set(defined) - {"gan"}
+    if unknown:
+        p.error(f"unknown variants {sorted(unknown)}: define them with --variant")
 
     start = time.monotonic()
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    recorders = record(args.work, args.shards, args.shard_steps, args.val_steps)
+    recorders = record(args.work, args.shards, args.shard_steps, args.val_steps, args.rest)
     shards = [str(args.work / f"doom-{i}") for i in range(args.shards)]
     val = str(args.work / "doom-val")
     base = load_config("tiny", {"data.recordings": shards, "data.val_recordings": [val],
@@ -156,7 +213,8 @@ def main() -> int:
     planned_names = [n for n in args.variants if n != "gan"]
     if "gan" in args.variants and "all-remedies" not in planned_names:
         planned_names.append("all-remedies")
-    seconds = step_seconds({n: base.replace(VARIANTS[n]) for n in planned_names})
+    known = {**VARIANTS, **defined}
+    seconds = step_seconds({n: base.replace(known[n]) for n in planned_names})
     log.info("step seconds: %s", seconds)
     for proc in recorders:
         if proc.wait() != 0:
@@ -168,7 +226,7 @@ def main() -> int:
             log.info("cache %s", line)
 
     cap = (args.deadline - args.reserve - (time.monotonic() - start)) / 60
-    configs = plan(base, planned_names, args.minutes, seconds)
+    configs = plan(base, planned_names, args.minutes, seconds, defined)
     if "gan" in args.variants:
         configs["gan"] = gan_config(configs["all-remedies"])
     planned = {n: configs[n].replace({"max_minutes": cap}).to_dict() for n in args.variants}
@@ -182,7 +240,9 @@ def main() -> int:
         runs[name] = subprocess.Popen(
             [sys.executable, __file__, "run", name, "--work", str(args.work),
              *(["--init", str(args.init)] if args.init else []),
-             "--rollouts", str(args.rollouts), "--collapse-steps", str(args.collapse_steps)],
+             "--rollouts", str(args.rollouts), "--collapse-steps", str(args.collapse_steps),
+             "--device", args.device, "--sweep-starts", *map(str, args.sweep_starts),
+             "--sweep-seeds", *map(str, args.sweep_seeds)],
             cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT)
     for name, proc in runs.items():
         left = args.deadline - 20 - (time.monotonic() - start)

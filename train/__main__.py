@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -150,7 +151,7 @@ def _eval(argv: list[str]) -> int:
     from models.device import resolve_device
     from train.checkpoint import model_from_checkpoint, play_noise_level
     from train.data import load_frames
-    from train.evaluate import evaluate, format_report
+    from train.evaluate import collapse_sweep, evaluate, format_report, format_sweep
 
     p = argparse.ArgumentParser(
         prog="python -m train eval",
@@ -178,9 +179,18 @@ def _eval(argv: list[str]) -> int:
     p.add_argument("--latent", default="hold", choices=LATENT_MODES,
                    help="a model with a latent: hold one latent for each dream (default, as "
                         "play and serve do) or draw a fresh one every step")
+    p.add_argument("--collapse-seeds", type=int, nargs="+", metavar="SEED",
+                   help="also run the collapse check once for each of these latent seeds (a "
+                        "latent model's dream depends on its draw) and each --collapse-starts "
+                        "entry, and report how many dreams pass")
+    p.add_argument("--collapse-starts", type=int, nargs="+", default=[0], metavar="ENTRY",
+                   help="with --collapse-seeds: the recording entries the dreams start from "
+                        "(default: 0)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     args = p.parse_args(argv)
+    if min(args.collapse_starts) < 0:
+        p.error("--collapse-starts: entries count from 0")
     device = resolve_device(args.device)
     model, state = model_from_checkpoint(args.checkpoint, ema=not args.no_ema, map_location=device)
     c = model.config
@@ -193,6 +203,12 @@ def _eval(argv: list[str]) -> int:
                       args.rollouts, fps, level, args.collapse_steps, latent=args.latent)
     report["checkpoint"] = {"path": str(args.checkpoint), "step": state["step"]}
     print(format_report(report))
+    if args.collapse_seeds:
+        report["collapse_sweep"] = collapse_sweep(
+            model, recordings, device, args.collapse_seeds, args.collapse_starts,
+            args.collapse_steps or 1000, level, args.latent)
+        print(format_sweep(report["collapse_sweep"]))
+        (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"report, strips and GIFs in {out}")
     return 0
 
@@ -205,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == command:
         argv = argv[1:]
     from train.checkpoint import CheckpointError
+    from train.loop import TrainingDiverged
     from train.recording import RecordingError
 
     try:
@@ -227,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, CheckpointError, RecordingError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; resume with the same command (the last checkpoint is intact)",
               file=sys.stderr)

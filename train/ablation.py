@@ -129,10 +129,13 @@ def step_seconds(configs: dict[str, TrainConfig], rounds: int = 4) -> dict[str, 
 
 
 def plan(base: TrainConfig, names: list[str], minutes: float,
-         seconds: dict[str, float] | None = None) -> dict[str, TrainConfig]:
+         seconds: dict[str, float] | None = None,
+         overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, TrainConfig]:
     """Each variant's config, its steps set so it costs ``minutes`` here
-    (``seconds``: each variant's step time, when already measured)."""
-    variants = {name: base.replace(VARIANTS[name]) for name in names}
+    (``seconds``: each variant's step time, when already measured; ``overrides``:
+    variants beyond ``VARIANTS``, by name)."""
+    known = {**VARIANTS, **(overrides or {})}
+    variants = {name: base.replace(known[name]) for name in names}
     if seconds is None:
         seconds = step_seconds(variants)
     configs = {}

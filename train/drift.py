@@ -2,7 +2,8 @@
 against the statistics of a real recording for four failure modes:
 
 - **freeze**: the picture stops changing while the sticks move;
-- **blow-out**: brightness or contrast leaves the range the recording spans;
+- **blow-out**: brightness or contrast leaves the range the recording spans (a
+  frame that is not a number at all, NaN, blows out too);
 - **detail loss**: high-frequency energy falls below a fraction of the recording's,
   and below the least the recording itself shows over as many steps;
 - **boil**: the picture keeps changing while the sticks rest and the game stands
@@ -197,7 +198,8 @@ def collapse_check(frames: np.ndarray, controls: np.ndarray, ref: Reference, win
     frozen = (moved >= 0.5) & (change < freeze_fraction * ref.change)
     mean, contrast = _windows(s["mean"], window), _windows(s["contrast"], window)
     blown = ((mean < ref.mean_range[0]) | (mean > ref.mean_range[1])
-             | (contrast < ref.contrast_range[0]) | (contrast > ref.contrast_range[1]))
+             | (contrast < ref.contrast_range[0]) | (contrast > ref.contrast_range[1])
+             | ~np.isfinite(mean) | ~np.isfinite(contrast))  # a NaN frame compares False
     detail = _windows(s["detail"], window)
     floor = detail_fraction * ref.detail
     if ref.window == window:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from export.bundle import LATENT_MODES
 from models import WorldModel
 from train.data import Frames, TransitionSet, to_model_inputs, transition_rows
 from train.drift import (
@@ -242,24 +243,31 @@ def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.devi
     return report
 
 
+def start_context(frames: Frames, K: int, start: int = 0) -> torch.Tensor:
+    """The ``(K, 3, H, W)`` float frames of ``frames`` that begin at entry
+    ``start``, or at the first K consecutive readable frames after it."""
+    rows = transition_rows(frames, K)
+    if not len(rows):
+        raise RecordingError(f"{frames.recording.directory}: no {K} consecutive frames to "
+                             f"start a dream from")
+    row = rows[min(int(np.searchsorted(rows[:, 0], start)), len(rows) - 1)]
+    return torch.from_numpy(np.asarray(frames.frames[row[:K]])).float().div(255.0)
+
+
+def reference(recordings: Sequence[Frames]) -> Reference:
+    return Reference.from_frames(np.concatenate([np.asarray(f.frames) for f in recordings]),
+                                 np.concatenate([f.controls for f in recordings]))
+
+
 def collapse_report(model: WorldModel, recordings: Sequence[Frames], device: torch.device,
                     out_dir: Path, steps: int = 1000, noise_level: float = 0.0,
                     fps: float = 8.75, latent: str = "hold") -> CollapseReport:
     """Dream ``steps`` frames under scripted sticks from the first K frames of
     the first recording, and check it against the recordings' statistics."""
-    K = model.config.context_frames
-    frames = recordings[0]
-    rows = transition_rows(frames, K)
-    if not len(rows):
-        raise RecordingError(f"{frames.recording.directory}: no {K} consecutive frames to "
-                             f"start a dream from")
-    context = torch.from_numpy(np.asarray(frames.frames[rows[0, :K]])).float().div(255.0)
+    context = start_context(recordings[0], model.config.context_frames)
     sticks = scripted_sticks(steps, model.config.control_dim)
     dream = free_run(model, context[None].to(device), sticks, noise_level, latent)
-    ref = Reference.from_frames(
-        np.concatenate([np.asarray(f.frames) for f in recordings]),
-        np.concatenate([f.controls for f in recordings]))
-    result = collapse_check(dream, sticks, ref)
+    result = collapse_check(dream, sticks, reference(recordings))
     every = torch.from_numpy(dream[::100])
     strip = torch.cat(list(every), dim=2).mul(255).round().byte().permute(1, 2, 0).numpy()
     img = Image.fromarray(strip)
@@ -270,6 +278,63 @@ def collapse_report(model: WorldModel, recordings: Sequence[Frames], device: tor
     gif[0].save(out_dir / "freerun.gif", save_all=True, append_images=gif[1:],
                 duration=round(2000 / fps), loop=0)
     return result
+
+
+@torch.no_grad()
+def collapse_sweep(model: WorldModel, recordings: Sequence[Frames], device: torch.device,
+                   seeds: Sequence[int], starts: Sequence[int] = (0,), steps: int = 1000,
+                   noise_level: float = 0.0, latent: str = "hold") -> list[dict[str, Any]]:
+    """The collapse check of one dream from each start entry in ``starts`` and,
+    for a latent model, each latent seed in ``seeds`` (a model without a
+    latent dreams once from each start), all dreamt as one batch. A held
+    latent is drawn from its seed alone, so one seed is one world from every
+    start; fresh latents are drawn from the first seed. One dream passing is
+    one draw: a model whose dreams pass from some draws and not others does
+    not pass."""
+    model = model.to(device).eval()
+    K, C = model.config.context_frames, model.config.control_dim
+    pairs = [(start, seed) for start in starts
+             for seed in (seeds if model.config.latent_dim else seeds[:1])]
+    context = torch.stack([start_context(recordings[0], K, start) for start, _ in pairs])
+    sticks = scripted_sticks(steps, C)
+    if latent not in LATENT_MODES:
+        raise ValueError(f"latent mode must be one of {', '.join(LATENT_MODES)}, got {latent!r}")
+    z = None
+    if model.config.latent_dim and latent == "hold":
+        z = torch.stack([torch.randn(model.config.latent_dim,
+                                     generator=torch.Generator().manual_seed(seed))
+                         for _, seed in pairs]).to(device)
+    torch.manual_seed(seeds[0])
+    controls = torch.from_numpy(sticks)[None].expand(len(pairs), -1, -1).to(device)
+    dreams = dream(model, context.to(device), controls,
+                   model.noise_input(len(pairs), noise_level, device), z).cpu().numpy()
+    ref = reference(recordings)
+    mode = latent if model.config.latent_dim else None
+    return [{"start": int(start), "seed": int(seed), "latent": mode,
+             **collapse_check(d, sticks, ref).to_dict()}
+            for (start, seed), d in zip(pairs, dreams, strict=True)]
+
+
+def format_sweep(runs: Sequence[dict[str, Any]]) -> str:
+    """One line a dream of ``collapse_sweep``: the first failing step of each
+    check (or -) and each figure at its worst."""
+    def at(step: int | None) -> str:
+        return "-" if step is None else str(step)
+
+    latent = f", latent {runs[0]['latent']}" if runs and runs[0]["latent"] else ""
+    lines = [f"collapse check of {len(runs)} dreams{latent}: "
+             f"{sum(r['passed'] for r in runs)} passed (first failing step of each check)"]
+    for r in runs:
+        f = r["figures"]
+        lines.append(
+            f"  start {r['start']:>5} seed {r['seed']:>3}: {'passed' if r['passed'] else 'FAILED'}"
+            f"  freeze {at(r['freeze_step']):>4} blow-out {at(r['blowout_step']):>4} "
+            f"detail {at(r['detail_step']):>4} boil {at(r['boil_step']):>4}  "
+            f"(change >= {f['change_min_ratio']:.2f}x, contrast {f['contrast_min']:.3f}-"
+            f"{f['contrast_max']:.3f}, mean {f['mean_min']:.3f}-{f['mean_max']:.3f}, "
+            f"detail >= {f['detail_min_ratio']:.2f}x, at rest <= "
+            f"{f['rest_change_max_ratio']:.2f}x)")
+    return "\n".join(lines)
 
 
 def format_report(report: dict[str, Any]) -> str:

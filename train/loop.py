@@ -40,6 +40,8 @@ from train.losses import discriminator_loss, generator_loss, reconstruction_loss
 
 log = logging.getLogger(__name__)
 
+MAX_BAD_STEPS = 20  # non-finite steps in a row before a run is declared diverged
+
 CSV_FIELDS = ["step", "seconds", "lr", "unroll", "loss", "l1", "sobel", "fft", "ssim", "crps",
               "gan_g", "gan_d", "samples_per_s", "val_psnr", "val_copy_psnr", "val_ssim",
               "val_l1"]
@@ -180,6 +182,11 @@ class FitResult:
     run_dir: Path
     best_val_psnr: float | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    skipped_steps: int = 0  # steps whose loss or gradient was not finite
+
+
+class TrainingDiverged(RuntimeError):
+    """Many steps in a row had a loss or gradient that is not finite."""
 
 
 class _Dist:
@@ -357,6 +364,7 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
     started = time.monotonic()
     window_start, window_samples = time.monotonic(), 0
     step = start_step
+    bad_in_a_row = 0
     K = m.context_frames
     model.train()
     try:
@@ -394,12 +402,30 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
             scaler.unscale_(optimizer)
-            if config.optim.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-            scaler.step(optimizer)
+            norm = nn.utils.clip_grad_norm_(
+                model.parameters(),
+                config.optim.grad_clip if config.optim.grad_clip > 0 else math.inf)
+            # fp16's scaler skips a step whose gradients overflowed; in bf16 and
+            # fp32 one non-finite step would poison every weight, so skip it here.
+            finite = scaler.is_enabled() or bool(torch.isfinite(norm))
+            if finite:
+                scaler.step(optimizer)
+                bad_in_a_row = 0
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                result.skipped_steps += 1
+                bad_in_a_row += 1
+                log.warning("step %d: the loss or its gradient is not finite (loss %s); "
+                            "step skipped, the weights kept", step + 1, float(loss.detach()))
+                if bad_in_a_row >= MAX_BAD_STEPS:
+                    raise TrainingDiverged(
+                        f"training diverged: {bad_in_a_row} steps in a row up to step "
+                        f"{step + 1} had a loss or gradient that is not finite; the last "
+                        f"checkpoint in {run_dir} has finite weights (try a lower optim.lr, or "
+                        f"--init from it)")
             scaler.update()
             scheduler.step()
-            if gan_on and disc is not None and disc_opt is not None:
+            if finite and gan_on and disc is not None and disc_opt is not None:
                 cond = config.gan.conditional
                 with autocast():
                     terms["gan_d"] = discriminator_loss(
@@ -408,7 +434,7 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
                 disc_opt.zero_grad(set_to_none=True)
                 terms["gan_d"].backward()  # type: ignore[no-untyped-call]
                 disc_opt.step()
-            if ema is not None:
+            if ema is not None and finite:
                 ema.update(model, step)
             window_samples += config.batch_size * ctx.world
             done = step + 1
@@ -450,6 +476,9 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
                 break
         result.step = step + 1 if config.steps > start_step else start_step
         result.best_val_psnr = best
+        if result.skipped_steps:
+            log.warning("%d steps skipped: their loss or gradient was not finite",
+                        result.skipped_steps)
     finally:
         if csv_file is not None:
             csv_file.close()

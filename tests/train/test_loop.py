@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -41,6 +42,55 @@ def test_fit_writes_checkpoints_config_and_metrics(tmp_path: Path) -> None:
     logged = rows(run)
     assert [int(r["step"]) for r in logged if r["loss"]] == [1, 2, 3, 4, 5, 6]
     assert all(float(r["val_psnr"]) > 0 for r in logged if r["val_psnr"])
+
+
+def nan_on(steps: set[int], monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make the loss of the given (1-based) training steps NaN; returns the calls seen."""
+    import train.loop
+
+    real, calls = train.loop.unrolled_loss, []
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        terms, pred = real(*args, **kwargs)
+        calls.append(len(calls) + 1)
+        if calls[-1] in steps:
+            terms = {**terms, "total": terms["total"] * torch.nan}
+        return terms, pred
+
+    monkeypatch.setattr(train.loop, "unrolled_loss", broken)
+    return calls
+
+
+def test_a_step_whose_loss_is_not_finite_is_skipped_not_learned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # In bf16 or fp32 no grad scaler guards the step: one NaN gradient would make
+    # every weight NaN and every later checkpoint useless.
+    rec = moving_square_recording(tmp_path / "rec")
+    calls = nan_on({2, 4}, monkeypatch)
+    result = fit(baby_config(rec), tmp_path / "run")
+    assert len(calls) == 6
+    assert result.step == 6
+    assert result.skipped_steps == 2
+    state = load_checkpoint(tmp_path / "run" / "latest.pt")
+    for part in ("model", "ema"):
+        assert all(torch.isfinite(v).all() for v in state[part].values()
+                   if v.is_floating_point()), part
+    assert [r["loss"] for r in rows(tmp_path / "run") if r["loss"]][1] == "nan"
+
+
+def test_a_run_whose_loss_stays_not_finite_stops_with_its_last_good_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import train.loop
+
+    rec = moving_square_recording(tmp_path / "rec")
+    monkeypatch.setattr(train.loop, "MAX_BAD_STEPS", 3)
+    nan_on({4, 5, 6, 7, 8}, monkeypatch)
+    with pytest.raises(train.loop.TrainingDiverged, match="3 steps in a row up to step 6"):
+        fit(baby_config(rec, steps=9), tmp_path / "run")
+    state = load_checkpoint(tmp_path / "run" / "latest.pt")
+    assert state["step"] == 3
+    assert all(torch.isfinite(v).all() for v in state["model"].values()
+               if v.is_floating_point())
 
 
 def test_resumed_run_continues_the_step_and_schedule(tmp_path: Path) -> None:

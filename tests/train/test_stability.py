@@ -24,11 +24,12 @@ from train.drift import (
     MOVING,
     Reference,
     collapse_check,
+    dream,
     frame_stats,
     free_run,
     scripted_sticks,
 )
-from train.evaluate import stick_response
+from train.evaluate import collapse_sweep, format_sweep, start_context, stick_response
 from train.loop import fit, roll_in, roll_in_share, unrolled_loss
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -308,6 +309,14 @@ def test_collapse_check_passes_the_recording_and_flags_a_constant_model(doom: Pa
     assert report.blowout_step is None
     assert report.detail_step is None
 
+    # A model that breaks down to NaN (a diverged run) blows out where it does: NaN
+    # compares False against every bound, so it must be caught on its own.
+    broken_down = real[:200].copy()
+    broken_down[40:] = np.nan
+    report = collapse_check(broken_down, frames.controls[:200], ref)
+    assert report.blowout_step == 41  # the first window that holds step 41's NaN frame
+    assert not report.passed
+
     # A dream that washes out to white blows out.
     washed = np.clip(real[:200] + np.linspace(0, 1, 200)[:, None, None, None], 0, 1)
     report = collapse_check(washed.astype(np.float32), frames.controls[:200], ref)
@@ -381,6 +390,39 @@ def test_the_real_world_under_the_scripted_sticks_passes(doom: Path) -> None:
     assert report.passed, report.summary()
 
 
+def test_a_collapse_sweep_dreams_each_start_and_latent_seed_as_one_batch(tmp_path: Path) -> None:
+    rec = moving_square_recording(tmp_path / "rec", episodes=1, steps=40)
+    config = baby_config(rec, **{"model.latent_dim": 4, "model.context_frames": 2})
+    model = WorldModel(config.model).eval()
+    frames = [load_frames(rec, (16, 16))]
+    runs = collapse_sweep(model, frames, torch.device("cpu"), seeds=[3, 4], starts=[0, 20],
+                          steps=24)
+    assert [(r["start"], r["seed"], r["latent"]) for r in runs] == [
+        (0, 3, "hold"), (0, 4, "hold"), (20, 3, "hold"), (20, 4, "hold")]
+    # Each is the dream of its own start, holding the latent its seed draws.
+    sticks = torch.from_numpy(scripted_sticks(24))[None]
+    ref = Reference.from_frames(frames[0].frames, frames[0].controls)
+    for r in runs:
+        z = torch.randn(4, generator=torch.Generator().manual_seed(r["seed"]))[None]
+        alone = dream(model, start_context(frames[0], 2, r["start"])[None], sticks, None, z)[0]
+        expected = collapse_check(alone.numpy(), sticks[0].numpy(), ref).to_dict()
+        assert r["figures"]["mean_min"] == pytest.approx(expected["figures"]["mean_min"],
+                                                         abs=1e-4)
+        assert r["freeze_step"] == expected["freeze_step"]
+    assert runs[0]["figures"] != runs[2]["figures"]  # another start, another dream
+    assert runs[0]["figures"] != runs[1]["figures"]  # another draw, another world
+    # A model without a latent dreams once from each start.
+    plain = WorldModel(baby_config(rec).model)
+    assert [(r["start"], r["seed"], r["latent"]) for r in collapse_sweep(
+        plain, frames, torch.device("cpu"), seeds=[3, 4], starts=[0, 20], steps=24)] == [
+        (0, 3, None), (20, 3, None)]
+    text = format_sweep(runs).splitlines()
+    assert text[0].startswith(
+        f"collapse check of 4 dreams, latent hold: {sum(r['passed'] for r in runs)} passed")
+    assert len(text) == 5
+    assert text[3].startswith("  start    20 seed   3: ")
+
+
 def test_eval_cli_reports_rollouts_and_the_collapse_check(tmp_path: Path) -> None:
     rec = moving_square_recording(tmp_path / "rec", episodes=2, steps=30)
     config = baby_config(rec, **{"model.context_frames": 2, "model.noise_conditioning": True,
@@ -391,7 +433,8 @@ def test_eval_cli_reports_rollouts_and_the_collapse_check(tmp_path: Path) -> Non
     result = subprocess.run(
         [sys.executable, "-m", "train", "eval", "--checkpoint", str(tmp_path / "run/latest.pt"),
          "--data", str(rec), "--out", str(tmp_path / "eval"), "--horizons", "1", "4", "16",
-         "--collapse-steps", "40", "--rollouts", "8", "--device", "cpu", "--latent", "fresh"],
+         "--collapse-steps", "40", "--rollouts", "8", "--device", "cpu", "--latent", "fresh",
+         "--collapse-seeds", "0", "1", "--collapse-starts", "0", "30"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     assert "rollout 16" in result.stdout
@@ -404,6 +447,13 @@ def test_eval_cli_reports_rollouts_and_the_collapse_check(tmp_path: Path) -> Non
     assert report["collapse"]["steps"] == 40
     assert "stick response" in result.stdout
     assert set(report["sticks"]) == {"left_x"}  # the only axis the recording pushes
+    # The sweep: one dream for each start and latent seed, each with its own verdict.
+    sweep = report["collapse_sweep"]
+    assert [(r["start"], r["seed"]) for r in sweep] == [(0, 0), (0, 1), (30, 0), (30, 1)]
+    assert all(r["steps"] == 40 and r["latent"] == "fresh" for r in sweep)
+    assert f"collapse check of 4 dreams, latent fresh: {sum(r['passed'] for r in sweep)} " \
+        "passed" in result.stdout
+    assert "start    30 seed   1:" in result.stdout
     for name in ("rollout.png", "rollout.gif", "freerun.png", "freerun.gif"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
     model, _ = model_from_checkpoint(tmp_path / "run" / "latest.pt")
