@@ -38,7 +38,6 @@ import tarfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -46,8 +45,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from models.device import resolve_device  # noqa: E402
-from train.__main__ import parse_sets  # noqa: E402
-from train.ablation import VARIANTS, plan, step_seconds, table, train_and_score  # noqa: E402
+from train.ablation import (  # noqa: E402
+    VARIANTS,
+    define_variants,
+    plan,
+    step_seconds,
+    table,
+    train_and_score,
+)
 from train.checkpoint import model_from_checkpoint, model_weights, play_noise_level  # noqa: E402
 from train.config import TrainConfig, load_config  # noqa: E402
 from train.data import load_frames  # noqa: E402
@@ -61,17 +66,6 @@ VAL_SEED = 100000  # the README's held-out recording
 def gan_config(remedies: TrainConfig) -> TrainConfig:
     return remedies.replace({"gan.enabled": True, "gan.conditional": True,
                              "gan.start_step": remedies.steps // 4})
-
-
-def define_variants(specs: list[list[str]]) -> dict[str, dict[str, Any]]:
-    """``--variant NAME BASE KEY=VALUE...`` specs as config overrides by name."""
-    defined = {}
-    for spec in specs:
-        if len(spec) < 2 or spec[1] not in VARIANTS:
-            raise ValueError(f"--variant {' '.join(spec)}: give NAME, then one of "
-                             f"{', '.join(VARIANTS)}, then KEY=VALUE overrides")
-        defined[spec[0]] = {**VARIANTS[spec[1]], **parse_sets(spec[2:])}
-    return defined
 
 
 def record(work: Path, shards: int, shard_steps: int, val_steps: int,

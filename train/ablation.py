@@ -57,6 +57,25 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+def define_variants(specs: list[list[str]]) -> dict[str, dict[str, Any]]:
+    """``--variant NAME BASE KEY=VALUE...`` specs: each a variant of ``VARIANTS``
+    with config overrides, by name."""
+    defined: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        if len(spec) < 2 or spec[1] not in VARIANTS:
+            raise ValueError(f"--variant {' '.join(spec)}: give NAME, then one of "
+                             f"{', '.join(VARIANTS)}, then KEY=VALUE overrides")
+        overrides: dict[str, Any] = {}
+        for item in spec[2:]:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"--variant {spec[0]}: expected SECTION.FIELD=VALUE, "
+                                 f"got {item!r}")
+            overrides[key.strip()] = value.strip()
+        defined[spec[0]] = {**VARIANTS[spec[1]], **overrides}
+    return defined
+
+
 def mean_unroll(config: TrainConfig) -> float:
     """Average unroll length over the run (the curriculum's weighted mean)."""
     total = 1000
@@ -246,8 +265,13 @@ def main(argv: list[str]) -> int:
                    help="compute budget of each run on this machine (default: 7)")
     p.add_argument("--out", type=Path, default=Path("runs/ablation"),
                    help="directory of the runs and the table (default: runs/ablation)")
-    p.add_argument("--only", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS),
-                   help="run only these variants")
+    p.add_argument("--only", nargs="+", metavar="NAME", default=list(VARIANTS),
+                   help=f"run only these variants (of {', '.join(VARIANTS)}, and any --variant)")
+    p.add_argument("--variant", nargs="+", action="append", default=[],
+                   metavar="NAME BASE KEY=VALUE",
+                   help="define another variant: BASE (one of the above) with config "
+                        "overrides, e.g. --variant k2 all-remedies model.context_frames=2 "
+                        "(repeatable; name it in --only to run it)")
     p.add_argument("--horizons", type=int, nargs="+", default=[1, 4, 16, 64, 256])
     p.add_argument("--rollouts", type=int, default=32,
                    help="rollout start points per horizon (fewer beyond 64 steps)")
@@ -255,6 +279,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--collapse-steps", type=int, default=1000,
                    help="collapse check length for the all-remedies run (0: skip)")
     args = p.parse_args(argv)
+    try:
+        defined = define_variants(args.variant)
+    except ValueError as err:
+        p.error(str(err))
+    unknown = [n for n in args.only if n not in VARIANTS and n not in defined]
+    if unknown:
+        p.error(f"unknown variants {', '.join(unknown)}: one of {', '.join(VARIANTS)}, "
+                "or define them with --variant")
 
     base = load_config(args.config, {"data.recordings": args.data,
                                      "data.val_recordings": args.val_data,
@@ -264,7 +296,7 @@ def main(argv: list[str]) -> int:
     planned = json.loads(plan_path.read_text()) if plan_path.is_file() else {}
     todo = [n for n in args.only if n not in planned]
     if todo:  # time every variant first, on a quiet machine, then keep the plan
-        for name, config in plan(base, todo, args.minutes).items():
+        for name, config in plan(base, todo, args.minutes, overrides=defined).items():
             planned[name] = config.to_dict()
         plan_path.write_text(json.dumps(planned, indent=2) + "\n")
     max_k = max(int(planned[n]["model"]["context_frames"]) for n in args.only)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from train.recording import LOG_NAME, Recording, RecordingError, load_frame, read_recording
 
@@ -82,23 +83,37 @@ def load_frames(directory: str | Path, size: tuple[int, int], control_dim: int |
     root.mkdir(parents=True, exist_ok=True)
     stem = f"frames-{size[0]}x{size[1]}"
     path, info_path = root / f"{stem}-{key}.npy", root / f"{stem}-{key}.json"
-    if path.is_file() and info_path.is_file():
-        info = json.loads(info_path.read_text())
-        if info.get("lines") == [e.line for e in rec.entries]:
-            frames = np.load(path, mmap_mode="r")
-            bad = np.zeros(len(rec.entries), bool)
-            bad[info["bad"]] = True
-            return Frames(rec, frames, bad, rec.controls())
-    for stale in root.glob(f"{stem}-*"):  # an older cache of this size: the log changed
-        stale.unlink(missing_ok=True)
-    frames, bad = _build_cache(rec, size, path, progress)
-    info_path.write_text(json.dumps({"lines": [e.line for e in rec.entries],
-                                     "bad": np.flatnonzero(bad).tolist()}))
+    cached = _read_cache(rec, path, info_path)
+    if cached is not None:
+        return cached
+    # One process builds a cache at a time (two trainings started together on one
+    # recording); the others wait, then read what it built.
+    with FileLock(str(root / f"{stem}.lock")):
+        cached = _read_cache(rec, path, info_path)
+        if cached is not None:
+            return cached
+        for stale in root.glob(f"{stem}-*"):  # an older cache of this size: the log changed
+            stale.unlink(missing_ok=True)
+        frames, bad = _build_cache(rec, size, path, progress)
+        info_path.write_text(json.dumps({"lines": [e.line for e in rec.entries],
+                                         "bad": np.flatnonzero(bad).tolist()}))
     if bad.any():
         lines = [rec.entries[i].line for i in np.flatnonzero(bad)]
         log.warning("%s: %d unreadable image(s), their transitions are skipped: line %s",
                     directory, len(lines), ", ".join(map(str, lines[:10])))
     return Frames(rec, frames, bad, rec.controls())
+
+
+def _read_cache(rec: Recording, path: Path, info_path: Path) -> Frames | None:
+    """The cache at ``path`` when it was built from this very log, else None."""
+    if not (path.is_file() and info_path.is_file()):
+        return None
+    info = json.loads(info_path.read_text())
+    if info.get("lines") != [e.line for e in rec.entries]:
+        return None
+    bad = np.zeros(len(rec.entries), bool)
+    bad[info["bad"]] = True
+    return Frames(rec, np.load(path, mmap_mode="r"), bad, rec.controls())
 
 
 def _build_cache(rec: Recording, size: tuple[int, int], path: Path,

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,6 +12,33 @@ from tests.train.helpers import moving_square_recording
 from train import data as data_module
 from train.data import StepBatches, build_datasets, load_frames, split_rows, transition_rows
 from train.recording import LOG_NAME, RecordingError
+
+
+def _load_after(barrier: Any, rec: Path, out: Any) -> None:
+    barrier.wait()
+    try:
+        out.put(load_frames(rec, (16, 16)).frames.sum(dtype=np.int64))
+    except Exception as err:  # the parent reports it
+        out.put(repr(err))
+
+
+def test_two_processes_building_one_cache_at_once_both_get_it(tmp_path: Path) -> None:
+    # Two trainings started together on one recording (an ablation's variants side
+    # by side) both found no cache and wrote the same temporary file: the second's
+    # rename failed and its run died before its first step.
+    rec = moving_square_recording(tmp_path / "rec", episodes=8, steps=60)
+    ctx = multiprocessing.get_context("fork")
+    barrier, out = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_load_after, args=(barrier, rec, out)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    got = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    expected = load_frames(rec, (16, 16)).frames.sum(dtype=np.int64)
+    assert got == [expected] * 3
+    assert sorted(p.name for p in (rec / data_module.CACHE_DIR).glob("*.npy*")) == [
+        p.name for p in (rec / data_module.CACHE_DIR).glob("frames-16x16-*.npy")]
 
 
 def test_cache_is_built_once_and_rebuilt_when_the_log_changes(

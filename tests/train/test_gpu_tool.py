@@ -9,7 +9,6 @@ import sys
 import tarfile
 from pathlib import Path
 
-import pytest
 import torch
 
 from tests.train.helpers import baby_config, moving_square_recording
@@ -56,16 +55,3 @@ def test_help_explains_the_run() -> None:
     assert "--deadline" in done.stdout
     assert "--init" in done.stdout
 
-
-def test_a_defined_variant_is_an_ablation_variant_with_overrides() -> None:
-    tool = load_tool()
-    defined = tool.define_variants([["fft", "all-remedies", "loss.fft=1", "batch_size=64"],
-                                    ["plain", "baseline"]])
-    assert defined["fft"]["loss.fft"] == "1"
-    assert defined["fft"]["batch_size"] == "64"
-    assert defined["fft"]["unroll.rollin"] == 8  # all-remedies' own
-    assert defined["plain"]["model.context_frames"] == 1
-    with pytest.raises(ValueError, match="give NAME, then one of baseline, all-remedies"):
-        tool.define_variants([["fft", "everything", "loss.fft=1"]])
-    with pytest.raises(ValueError, match=r"SECTION\.FIELD=VALUE"):
-        tool.define_variants([["fft", "all-remedies", "loss.fft"]])

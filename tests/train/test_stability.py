@@ -503,7 +503,8 @@ def test_ablation_gives_every_variant_one_budget_and_prints_one_table(tmp_path: 
         return subprocess.run(
             [sys.executable, "-m", "train", "ablate", "--config", str(baby), "--data", str(rec),
              "--val-data", str(val), "--minutes", "0.04", "--out", str(tmp_path / "out"),
-             "--only", "baseline", "all-remedies", "plus-unroll", "--horizons", "1", "4", "16",
+             "--only", "baseline", "all-remedies", "plus-unroll", "k2", "--variant", "k2",
+             "all-remedies", "model.context_frames=2", "--horizons", "1", "4", "16",
              "--collapse-steps", "20", "--precision", "fp32"],
             cwd=ROOT, capture_output=True, text=True, timeout=400, check=False)
 
@@ -511,10 +512,11 @@ def test_ablation_gives_every_variant_one_budget_and_prints_one_table(tmp_path: 
     assert first.returncode == 0, first.stderr[-3000:]
     rows = [line for line in first.stdout.splitlines() if line.startswith("| ")]
     assert [r.split(" | ")[0] for r in rows] == ["| run", "| baseline", "| all-remedies",
-                                                 "| plus-unroll", "| copy-last-frame"]
+                                                 "| plus-unroll", "| k2", "| copy-last-frame"]
+    assert "| k2 | 2 | ≤0.05 (play 0.01) | 1, roll-in ≤8 on 25% |" in first.stdout
     assert "| 4 | ≤0.05 (play 0.01) | 1, roll-in ≤8 on 25% |" in first.stdout
     assert "| 4 | ≤0.05 (play 0.01) | 1→2→4, roll-in ≤8 |" in first.stdout
-    assert first.stdout.count("| left x ") == 3  # each run's stick response
+    assert first.stdout.count("| left x ") == 4  # each run's stick response
     plan = json.loads((tmp_path / "out" / "plan.json").read_text())
     steps = {name: plan[name]["steps"] for name in ("baseline", "all-remedies", "plus-unroll")}
     # The same compute: a roll-in of 4 forward passes on average, on a quarter of
@@ -530,4 +532,25 @@ def test_ablation_gives_every_variant_one_budget_and_prints_one_table(tmp_path: 
     again = ablate()  # finished runs are reused, not retrained
     assert again.returncode == 0, again.stderr[-3000:]
     assert "trained in" not in again.stderr
-    assert again.stdout.splitlines()[-6:] == first.stdout.splitlines()[-6:]
+    assert again.stdout.splitlines()[-7:] == first.stdout.splitlines()[-7:]
+
+
+def test_an_ablation_variant_is_defined_as_another_with_overrides() -> None:
+    from train.ablation import define_variants
+
+    defined = define_variants([["fft", "all-remedies", "loss.fft=1", "batch_size=64"],
+                               ["plain", "baseline"]])
+    assert defined["fft"]["loss.fft"] == "1"
+    assert defined["fft"]["batch_size"] == "64"
+    assert defined["fft"]["unroll.rollin"] == 8  # all-remedies' own
+    assert defined["plain"]["model.context_frames"] == 1
+    with pytest.raises(ValueError, match="give NAME, then one of baseline, all-remedies"):
+        define_variants([["fft", "everything", "loss.fft=1"]])
+    with pytest.raises(ValueError, match=r"fft: expected SECTION\.FIELD=VALUE, got 'loss.fft'"):
+        define_variants([["fft", "all-remedies", "loss.fft"]])
+    refused = subprocess.run(
+        [sys.executable, "-m", "train", "ablate", "--data", ".", "--val-data", ".",
+         "--only", "baseline", "nosuch"], cwd=ROOT, capture_output=True, text=True,
+        timeout=60, check=False)
+    assert refused.returncode == 2
+    assert "unknown variants nosuch" in refused.stderr
