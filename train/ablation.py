@@ -207,6 +207,19 @@ def table(results: dict[str, dict[str, Any]], horizons: list[int]) -> str:
     return "\n".join(lines)
 
 
+def _differences(a: dict[str, Any], b: dict[str, Any],
+                 prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """The dotted keys whose values differ between two nested config dicts."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out.update(_differences(x, y, f"{prefix}{key}."))
+        elif x != y:
+            out[f"{prefix}{key}"] = (x, y)
+    return out
+
+
 def train_and_score(name: str, config: TrainConfig, run: Path, val_dirs: list[str],
                     horizons: list[int], rollouts: int, collapse_steps: int,
                     align_context: int, init: Path | None = None) -> dict[str, Any]:
@@ -221,10 +234,24 @@ def train_and_score(name: str, config: TrainConfig, run: Path, val_dirs: list[st
     from train.evaluate import evaluate, format_report
     from train.loop import fit
 
+    stored = run / "config.json"
+    if stored.is_file():  # a finished or interrupted run is reused: only of this config
+        changed = _differences(json.loads(stored.read_text()),
+                               json.loads(json.dumps(config.to_dict())))
+        changed.pop("max_minutes", None)  # a time cap does not change what is trained
+        if changed:
+            raise ValueError(
+                f"{run} holds a run of another configuration ("
+                + ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in
+                            ((k, *v) for k, v in sorted(changed.items())))
+                + "): remove it, or train into another directory")
     report_path = run / "eval" / "eval.json"
     if report_path.is_file():
         loaded: dict[str, Any] = json.loads(report_path.read_text())
-        return loaded
+        # Scored on the same targets as the runs beside it (a run scored alone with
+        # K=1 picks other targets than one beside a K=4 run): else scored again.
+        if loaded.get("align_context") == align_context:
+            return loaded
     bar = tqdm(total=config.steps, desc=name, unit="step")
 
     def on_step(step: int, row: dict[str, float]) -> None:
@@ -243,6 +270,7 @@ def train_and_score(name: str, config: TrainConfig, run: Path, val_dirs: list[st
                       noise_level=play_noise_level(state), collapse_steps=collapse_steps,
                       align_context=align_context)
     report["steps"] = state["step"]
+    report["align_context"] = align_context
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{name}\n{format_report(report)}", flush=True)
     return report

@@ -499,12 +499,13 @@ def test_ablation_gives_every_variant_one_budget_and_prints_one_table(tmp_path: 
                     'tokenizer_filters = [8, 16]\ndecoder_filters = [16, 8]\n'
                     'action_hidden = 16\n')
 
-    def ablate() -> subprocess.CompletedProcess[str]:
+    def ablate(*only: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "train", "ablate", "--config", str(baby), "--data", str(rec),
              "--val-data", str(val), "--minutes", "0.04", "--out", str(tmp_path / "out"),
-             "--only", "baseline", "all-remedies", "plus-unroll", "k2", "--variant", "k2",
-             "all-remedies", "model.context_frames=2", "--horizons", "1", "4", "16",
+             "--only", *(only or ("baseline", "all-remedies", "plus-unroll", "k2")),
+             "--variant", "k2", "all-remedies", "model.context_frames=2",
+             "--horizons", "1", "4", "16",
              "--collapse-steps", "20", "--precision", "fp32"],
             cwd=ROOT, capture_output=True, text=True, timeout=400, check=False)
 
@@ -533,6 +534,22 @@ def test_ablation_gives_every_variant_one_budget_and_prints_one_table(tmp_path: 
     assert again.returncode == 0, again.stderr[-3000:]
     assert "trained in" not in again.stderr
     assert again.stdout.splitlines()[-7:] == first.stdout.splitlines()[-7:]
+    # Alone, the K=1 baseline is scored on other targets than beside K=4 runs: it is
+    # scored again (not trained again), so a table never mixes target sets.
+    report = tmp_path / "out" / "baseline" / "eval" / "eval.json"
+    assert json.loads(report.read_text())["align_context"] == 4
+    alone = ablate("baseline")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    rescored = json.loads(report.read_text())
+    assert rescored["align_context"] == 1
+    assert rescored["steps"] == results["baseline"]["steps"]
+    # A plan changed under a finished run is refused, not answered with the old run.
+    plan_path = tmp_path / "out" / "plan.json"
+    plan["baseline"]["optim"]["lr"] = 3e-4
+    plan_path.write_text(json.dumps(plan))
+    changed = ablate("baseline")
+    assert changed.returncode == 2
+    assert "holds a run of another configuration (optim.lr 0.001 -> 0.0003)" in changed.stderr
 
 
 def test_an_ablation_variant_is_defined_as_another_with_overrides() -> None:
