@@ -100,10 +100,20 @@ def collapse_html(c: dict[str, Any]) -> str:
             f"in {f['ref_mean_min']:.3f}-{f['ref_mean_max']:.3f}; contrast "
             f"{f['contrast_min']:.3f}-{f['contrast_max']:.3f} in {f['ref_contrast_min']:.3f}-"
             f"{f['ref_contrast_max']:.3f}</td></tr>"
-            f"<tr><td>detail loss (high frequencies fade)</td><td>{_at(c['detail_step'])}</td>"
-            f"<td>least detail {f['detail_min_ratio']:.2f}x the recording's mean (bound "
-            f"{f.get('detail_bound_ratio', c['thresholds']['detail_fraction']):.2f}x)</td></tr>"
+            f"<tr><td>detail (high frequencies fade, or the picture dissolves into stripes "
+            f"or speckle)</td><td>{_at(c['detail_step'])}</td>"
+            f"<td>detail {f['detail_min_ratio']:.2f}x{_most(f)} the recording's mean (bounds "
+            f"{f.get('detail_bound_ratio', c['thresholds']['detail_fraction']):.2f}x"
+            f"{_ceiling(f)})</td></tr>"
             f"{boil_row(c)}</table>")
+
+
+def _most(f: dict[str, float]) -> str:  # (reports from before the upper bound have none)
+    return f"-{f['detail_max_ratio']:.2f}x" if "detail_max_ratio" in f else ""
+
+
+def _ceiling(f: dict[str, float]) -> str:
+    return f"-{f['detail_ceiling_ratio']:.2f}x" if "detail_ceiling_ratio" in f else ""
 
 
 def boil_row(c: dict[str, Any]) -> str:

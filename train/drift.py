@@ -4,8 +4,10 @@ against the statistics of a real recording for four failure modes:
 - **freeze**: the picture stops changing while the sticks move;
 - **blow-out**: brightness or contrast leaves the range the recording spans (a
   frame that is not a number at all, NaN, blows out too);
-- **detail loss**: high-frequency energy falls below a fraction of the recording's,
-  and below the least the recording itself shows over as many steps;
+- **detail**: high-frequency energy falls below a fraction of the recording's and
+  below the least the recording itself shows over as many steps (lost), or rises
+  above a multiple of it and above the most the recording shows (a dream that
+  dissolves into stripes or speckle);
 - **boil**: the picture keeps changing while the sticks rest and the game stands
   still (a model that paints a fresh texture every step flickers).
 
@@ -76,6 +78,8 @@ class Reference:
     # has stretches of little detail (looking at the sky, a dark corner).
     detail_low: float = math.inf
     window: int = 16
+    # And the most: a busy stretch of the real game (a textured wall up close).
+    detail_high: float = -math.inf
 
     @classmethod
     def from_frames(cls, frames: np.ndarray, controls: np.ndarray,
@@ -94,11 +98,12 @@ class Reference:
         moving = np.abs(np.asarray(controls)).max(axis=1) >= MOVING
         moving[0] = False
         change = s["change"][moving] if moving.any() else s["change"][1:]
-        low = (float(_windows(s["detail"], window).min()) if len(s["detail"]) >= window
-               else math.inf)
+        windows = _windows(s["detail"], window) if len(s["detail"]) >= window else None
         return cls((float(s["mean"].min()), float(s["mean"].max())),
                    (float(s["contrast"].min()), float(s["contrast"].max())),
-                   float(s["detail"].mean()), float(np.median(change)), low, window)
+                   float(s["detail"].mean()), float(np.median(change)),
+                   float(windows.min()) if windows is not None else math.inf, window,
+                   float(windows.max()) if windows is not None else -math.inf)
 
 
 @dataclass
@@ -142,10 +147,19 @@ class CollapseReport:
                 f"{f['mean_max']:.3f} in {f['ref_mean_min']:.3f}-{f['ref_mean_max']:.3f}; "
                 f"contrast {f['contrast_min']:.3f}-{f['contrast_max']:.3f} in "
                 f"{f['ref_contrast_min']:.3f}-{f['ref_contrast_max']:.3f})\n"
-                f"  detail loss  {at(self.detail_step):<16} (detail: min "
-                f"{f['detail_min_ratio']:.2f}x, last window {f['detail_last_ratio']:.2f}x the "
-                f"recording's mean, bound {self.detail_bound:.2f}x)"
+                f"  detail       {at(self.detail_step):<16} (detail: min "
+                f"{f['detail_min_ratio']:.2f}x{self._detail_max()}, last window "
+                f"{f['detail_last_ratio']:.2f}x the recording's mean, bounds "
+                f"{self.detail_bound:.2f}x{self._detail_ceiling()})"
                 + self._boil_line())
+
+    def _detail_max(self) -> str:
+        top = self.figures.get("detail_max_ratio")
+        return "" if top is None else f", max {top:.2f}x"
+
+    def _detail_ceiling(self) -> str:  # (reports from before the upper bound have none)
+        top = self.figures.get("detail_ceiling_ratio")
+        return "" if top is None else f"-{top:.2f}x"
 
     def _boil_line(self) -> str:
         rest = self.figures.get("rest_change_max_ratio")
@@ -171,7 +185,8 @@ def _first(flags: np.ndarray, window: int) -> int | None:
 
 def collapse_check(frames: np.ndarray, controls: np.ndarray, ref: Reference, window: int = 16,
                    freeze_fraction: float = 0.1, detail_fraction: float = 0.5,
-                   boil_fraction: float = 0.25, settle: int = 8) -> CollapseReport:
+                   boil_fraction: float = 0.25, settle: int = 8,
+                   detail_ceiling: float = 2.0) -> CollapseReport:
     """Check a sequence of ``(T, 3, H, W)`` frames in [0, 1] (a dream, or a
     recording itself) made under ``(T, C)`` controls, the controls applied
     before each frame.
@@ -185,6 +200,9 @@ def collapse_check(frames: np.ndarray, controls: np.ndarray, ref: Reference, win
             this fraction of the recording's mean, and below the least the
             recording shows in any window of the same length (so the
             recording itself always passes).
+        detail_ceiling: Detail fails too when a window's mean detail energy is
+            above this multiple of the recording's mean and above the most
+            the recording shows in any window of the same length.
         boil_fraction: Boil when, in a window whose sticks have all rested for
             ``settle`` steps before it and throughout, the picture still changes
             by more than this fraction of the recording's median change (the
@@ -201,10 +219,10 @@ def collapse_check(frames: np.ndarray, controls: np.ndarray, ref: Reference, win
              | (contrast < ref.contrast_range[0]) | (contrast > ref.contrast_range[1])
              | ~np.isfinite(mean) | ~np.isfinite(contrast))  # a NaN frame compares False
     detail = _windows(s["detail"], window)
-    floor = detail_fraction * ref.detail
+    floor, ceiling = detail_fraction * ref.detail, detail_ceiling * ref.detail
     if ref.window == window:
-        floor = min(floor, ref.detail_low)
-    lost = detail < floor
+        floor, ceiling = min(floor, ref.detail_low), max(ceiling, ref.detail_high)
+    lost = (detail < floor) | (detail > ceiling)
     judged = moved >= 0.5
     resting = (np.abs(np.asarray(controls)).max(axis=1) < REST).astype(np.float64)
     settled = np.zeros_like(resting)  # resting, and for ``settle`` steps before
@@ -219,6 +237,8 @@ def collapse_check(frames: np.ndarray, controls: np.ndarray, ref: Reference, win
         "ref_mean_min": ref.mean_range[0], "ref_mean_max": ref.mean_range[1],
         "ref_contrast_min": ref.contrast_range[0], "ref_contrast_max": ref.contrast_range[1],
         "detail_min_ratio": float(detail.min() / ref.detail),
+        "detail_max_ratio": float(detail.max() / ref.detail),
+        "detail_ceiling_ratio": ceiling / ref.detail,
         "detail_last_ratio": float(detail[-1] / ref.detail),
         "detail_bound_ratio": floor / ref.detail,
         "ref_detail": ref.detail, "ref_change": ref.change,
@@ -229,6 +249,7 @@ def collapse_check(frames: np.ndarray, controls: np.ndarray, ref: Reference, win
                           _first(lost, window), window,
                           {"freeze_fraction": freeze_fraction,
                            "detail_fraction": detail_fraction,
+                           "detail_ceiling": detail_ceiling,
                            "boil_fraction": boil_fraction}, figures, _first(boiled, window))
 
 

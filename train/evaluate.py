@@ -332,7 +332,7 @@ def format_sweep(runs: Sequence[dict[str, Any]]) -> str:
             f"detail {at(r['detail_step']):>4} boil {at(r['boil_step']):>4}  "
             f"(change >= {f['change_min_ratio']:.2f}x, contrast {f['contrast_min']:.3f}-"
             f"{f['contrast_max']:.3f}, mean {f['mean_min']:.3f}-{f['mean_max']:.3f}, "
-            f"detail >= {f['detail_min_ratio']:.2f}x, at rest <= "
+            f"detail {f['detail_min_ratio']:.2f}-{f['detail_max_ratio']:.2f}x, at rest <= "
             f"{f['rest_change_max_ratio']:.2f}x)")
     return "\n".join(lines)
 

@@ -358,11 +358,31 @@ def test_detail_loss_is_judged_against_the_recordings_own_plainest_stretch() -> 
     plain = 0.5 + 0.02 * (rng.random((40, 3, 16, 16)).astype(np.float32) - 0.5)
     report = collapse_check(plain, controls[:40], ref)
     assert report.detail_step == 16
-    assert f"bound {ref.detail_low / ref.detail:.2f}x" in report.summary()
+    assert f"bounds {ref.detail_low / ref.detail:.2f}x-2.00x" in report.summary()
     # A recording without plain stretches keeps the plain bound: half its mean.
     busy = Reference.from_frames(rng.random((100, 3, 16, 16)).astype(np.float32),
                                  controls[:100])
     assert collapse_check(plain, controls[:40], busy).figures["detail_bound_ratio"] == 0.5
+
+
+def test_a_dream_that_dissolves_into_a_fine_pattern_fails_the_detail_check() -> None:
+    # The FFT-loss and latent models' dreams dissolve into stripes and speckle: the
+    # brightness and contrast of the real game, far more fine detail than it has.
+    rng = np.random.default_rng(0)
+    frames = (0.5 + 0.2 * (rng.random((200, 3, 16, 16)) - 0.5)).astype(np.float32)
+    controls = np.ones((200, 4), np.float32)
+    ref = Reference.from_frames(frames, controls)
+    assert collapse_check(frames, controls, ref).passed
+    amplitude = float(frames.std())  # the recording's contrast
+    checker = np.indices((16, 16)).sum(axis=0) % 2 * 2 - 1.0
+    pattern = np.broadcast_to(0.5 + amplitude * checker, (60, 3, 16, 16)).astype(np.float32)
+    report = collapse_check(pattern, np.zeros((60, 4), np.float32), ref)  # still, at rest
+    assert (report.freeze_step, report.blowout_step, report.boil_step) == (None, None, None)
+    assert report.detail_step == 16
+    f = report.figures
+    assert f["detail_ceiling_ratio"] == pytest.approx(max(2.0, ref.detail_high / ref.detail))
+    assert f["detail_max_ratio"] > f["detail_ceiling_ratio"]
+    assert f"max {f['detail_max_ratio']:.2f}x" in report.summary()
 
 
 def test_the_real_world_under_the_scripted_sticks_passes(doom: Path) -> None:
