@@ -18,7 +18,9 @@
 with config overrides, e.g. ``--variant fft all-remedies loss.fft=1``. After
 scoring, each run's collapse check is also run from every ``--sweep-starts``
 entry and, for a latent model, every ``--sweep-seeds`` seed, held and fresh
-(``sweep.json``, and one line a dream in the log).
+(``sweep.json``, and one line a dream in the log). Recordings and finished runs
+in ``--work`` are reused (a warm machine keeps them); a run directory there that
+holds another configuration is refused: remove it, or give another ``--work``.
 
 ``gan`` is the all-remedies run with the conditional GAN loss from a quarter of
 the way in; the planner does not time the discriminator, so that run gets
