@@ -27,7 +27,7 @@ def test_two_processes_building_one_cache_at_once_both_get_it(tmp_path: Path) ->
     # by side) both found no cache and wrote the same temporary file: the second's
     # rename failed and its run died before its first step.
     rec = moving_square_recording(tmp_path / "rec", episodes=8, steps=60)
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # fork after torch's threads can hang
     barrier, out = ctx.Barrier(3), ctx.Queue()
     procs = [ctx.Process(target=_load_after, args=(barrier, rec, out)) for _ in range(3)]
     for p in procs:
