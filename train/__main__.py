@@ -78,25 +78,15 @@ def fit_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_sets(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects SECTION.FIELD=VALUE, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def _fit(argv: list[str]) -> int:
     from tqdm import tqdm
 
     from train.checkpoint import LATEST
-    from train.config import load_config
+    from train.config import load_config, parse_overrides
     from train.loop import fit
 
     args = fit_parser().parse_args(argv)
-    overrides: dict[str, Any] = parse_sets(args.overrides)
+    overrides: dict[str, Any] = parse_overrides(args.overrides)
     flags = {"steps": args.steps, "max_minutes": args.minutes, "batch_size": args.batch_size,
              "optim.lr": args.lr, "precision": args.precision, "device": args.device,
              "compile": args.compile, "model.grad_checkpointing": args.grad_checkpointing,

@@ -22,7 +22,7 @@ import torch
 
 from models import WorldModel
 from models.device import resolve_device
-from train.config import TrainConfig, load_config
+from train.config import TrainConfig, load_config, parse_overrides
 from train.loop import autocast_dtype, unrolled_loss
 
 log = logging.getLogger(__name__)
@@ -65,14 +65,8 @@ def define_variants(specs: list[list[str]]) -> dict[str, dict[str, Any]]:
         if len(spec) < 2 or spec[1] not in VARIANTS:
             raise ValueError(f"--variant {' '.join(spec)}: give NAME, then one of "
                              f"{', '.join(VARIANTS)}, then KEY=VALUE overrides")
-        overrides: dict[str, Any] = {}
-        for item in spec[2:]:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise ValueError(f"--variant {spec[0]}: expected SECTION.FIELD=VALUE, "
-                                 f"got {item!r}")
-            overrides[key.strip()] = value.strip()
-        defined[spec[0]] = {**VARIANTS[spec[1]], **overrides}
+        defined[spec[0]] = {**VARIANTS[spec[1]],
+                            **parse_overrides(spec[2:], f"--variant {spec[0]}")}
     return defined
 
 

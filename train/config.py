@@ -347,3 +347,14 @@ def load_config(name_or_path: str | Path | None = None,
     data["model"] = base.replace(**model).to_dict() if model else base.to_dict()
     config = TrainConfig.from_dict(data)
     return config.replace(overrides) if overrides else config
+
+
+def parse_overrides(items: list[str], flag: str = "--set") -> dict[str, str]:
+    """``SECTION.FIELD=VALUE`` strings (``--set``) as overrides for ``load_config``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} expects SECTION.FIELD=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out

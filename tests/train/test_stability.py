@@ -583,7 +583,8 @@ def test_an_ablation_variant_is_defined_as_another_with_overrides() -> None:
     assert defined["plain"]["model.context_frames"] == 1
     with pytest.raises(ValueError, match="give NAME, then one of baseline, all-remedies"):
         define_variants([["fft", "everything", "loss.fft=1"]])
-    with pytest.raises(ValueError, match=r"fft: expected SECTION\.FIELD=VALUE, got 'loss.fft'"):
+    with pytest.raises(ValueError,
+                       match=r"--variant fft expects SECTION\.FIELD=VALUE, got 'loss.fft'"):
         define_variants([["fft", "all-remedies", "loss.fft"]])
     refused = subprocess.run(
         [sys.executable, "-m", "train", "ablate", "--data", ".", "--val-data", ".",
