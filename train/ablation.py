@@ -164,7 +164,8 @@ def plan(base: TrainConfig, names: list[str], minutes: float,
 
 def table(results: dict[str, dict[str, Any]], horizons: list[int]) -> str:
     """The ablation as a Markdown table: PSNR (dB) at each horizon, and the gain
-    over copy-last-frame on the same samples; then how much each stick axis
+    over copy-last-frame on the same samples (and, under the table, the PSNR of
+    copy-last-frame and of the held-out mean picture); then how much each stick axis
     matters (the stick response: L1 with the axis flipped over L1 with the true
     sticks, 1.00 when the model ignores it)."""
     head = ["run", "K", "noise", "unroll", "controls", "steps", "1-step"] + [
@@ -193,11 +194,14 @@ def table(results: dict[str, dict[str, Any]], horizons: list[int]) -> str:
         cells.append(", ".join(f"{k.replace('_', ' ')} {v['flip_l1_ratio']:.2f}"
                                for k, v in sticks.items()) or "–")
         lines.append("| " + " | ".join(cells) + " |")
-    copy = next(iter(results.values()))["eval"]
-    lines.append("| copy-last-frame | | | | | | " + " | ".join(
-        [f"{copy['one_step']['copy_psnr']:.2f}"] + [
-            f"{copy['rollout'][str(h)]['copy_psnr']:.2f}" for h in horizons
-            if h > 1 and str(h) in copy["rollout"]]) + " | |")
+    ref = next(iter(results.values()))["eval"]  # every run is scored on the same samples
+    for row, key in (("copy-last-frame", "copy_psnr"), ("mean frame", "mean_psnr")):
+        if key not in ref["one_step"]:  # a report from before the mean frame was scored
+            continue
+        lines.append(f"| {row} | | | | | | " + " | ".join(
+            [f"{ref['one_step'][key]:.2f}"] + [
+                f"{ref['rollout'][str(h)][key]:.2f}" for h in horizons
+                if h > 1 and str(h) in ref["rollout"]]) + " | |")
     return "\n".join(lines)
 
 
@@ -288,7 +292,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/ablation"),
                    help="directory of the runs and the table (default: runs/ablation)")
     p.add_argument("--only", nargs="+", metavar="NAME", default=list(VARIANTS),
-                   help=f"run only these variants (of {', '.join(VARIANTS)}, and any --variant)")
+                   help=f"run only these variants (of {', '.join(VARIANTS)}, any --variant, "
+                        "and any planned in --out by an earlier command)")
     p.add_argument("--variant", nargs="+", action="append", default=[],
                    metavar="NAME BASE KEY=VALUE",
                    help="define another variant: BASE (one of the above) with config "
@@ -305,17 +310,19 @@ def main(argv: list[str]) -> int:
         defined = define_variants(args.variant)
     except ValueError as err:
         p.error(str(err))
-    unknown = [n for n in args.only if n not in VARIANTS and n not in defined]
+    plan_path = args.out / "plan.json"
+    planned = json.loads(plan_path.read_text()) if plan_path.is_file() else {}
+    # A variant planned by an earlier command in --out is known by its name there.
+    unknown = [n for n in args.only if n not in VARIANTS and n not in defined
+               and n not in planned]
     if unknown:
         p.error(f"unknown variants {', '.join(unknown)}: one of {', '.join(VARIANTS)}, "
-                "or define them with --variant")
+                f"one planned in {plan_path}, or define them with --variant")
 
     base = load_config(args.config, {"data.recordings": args.data,
                                      "data.val_recordings": args.val_data,
                                      "precision": args.precision})
     args.out.mkdir(parents=True, exist_ok=True)
-    plan_path = args.out / "plan.json"
-    planned = json.loads(plan_path.read_text()) if plan_path.is_file() else {}
     todo = [n for n in args.only if n not in planned]
     if todo:  # time every variant first, on a quiet machine, then keep the plan
         for name, config in plan(base, todo, args.minutes, overrides=defined).items():

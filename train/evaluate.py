@@ -40,12 +40,29 @@ def evenly_spaced(n_total: int, n: int) -> np.ndarray:
     return np.linspace(0, n_total - 1, n).round().astype(np.int64)
 
 
+def mean_frame(recordings: Sequence[Frames], limit: int = 4096) -> torch.Tensor:
+    """The recordings' mean picture ``(3, H, W)`` in [0, 1], over at most ``limit``
+    evenly spaced frames of each: the best still picture in hindsight. A dream
+    that has faded to a blur of the game scores about what it scores, however
+    long it runs, so it is the reference a long rollout has to beat."""
+    total, count = None, 0
+    for f in recordings:
+        picked = np.asarray(f.frames[evenly_spaced(len(f.frames), limit)], np.float64)
+        total = picked.sum(0) if total is None else total + picked.sum(0)
+        count += len(picked)
+    if total is None or count == 0:
+        raise ValueError("no frames to average")
+    return torch.from_numpy(total / count / 255.0).float()
+
+
 @torch.no_grad()
 def one_step_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray,
                      device: torch.device, batch_size: int = 64,
                      autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
-                     noise_level: float = 0.0) -> dict[str, float]:
-    """Mean PSNR, SSIM and L1 of one-step predictions, and of copy-last-frame.
+                     noise_level: float = 0.0, still: torch.Tensor | None = None,
+                     ) -> dict[str, float]:
+    """Mean PSNR, SSIM and L1 of one-step predictions, and of copy-last-frame;
+    with a ``still`` picture ``(3, H, W)`` (``mean_frame``), its PSNR too.
     ``noise_level`` is what a noise-conditioned model is told (ignored otherwise)."""
     was_training = model.training
     model.eval()
@@ -63,6 +80,9 @@ def one_step_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray
                             ("copy_psnr", psnr(last, target)), ("copy_ssim", ssim(last, target)),
                             ("copy_l1", (last - target).abs().flatten(1).mean(1))):
             sums[name] = sums.get(name, 0.0) + float(value.sum())
+        if still is not None:
+            sums["mean_psnr"] = sums.get("mean_psnr", 0.0) + float(
+                psnr(still.to(device).expand_as(target), target).sum())
     model.train(was_training)
     return {k: v / max(len(indices), 1) for k, v in sums.items()}
 
@@ -123,13 +143,17 @@ def rollout(model: WorldModel, context: torch.Tensor, controls: torch.Tensor,
 @torch.no_grad()
 def rollout_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray,
                     device: torch.device, batch_size: int = 32,
-                    noise_level: float = 0.0, latent: str = "hold") -> dict[str, Any]:
+                    noise_level: float = 0.0, latent: str = "hold",
+                    still: torch.Tensor | None = None) -> dict[str, Any]:
     """PSNR and SSIM at every step of rollouts as long as ``data.horizon``, model
-    and copy-last, averaged over the samples; ``data`` rows hold K + T frames."""
+    and copy-last (and the PSNR of a ``still`` picture, when given), averaged over
+    the samples; ``data`` rows hold K + T frames."""
     model.eval()
     K = model.config.context_frames
     T = data.horizon
-    sums = {k: np.zeros(T) for k in ("psnr", "ssim", "copy_psnr", "copy_ssim")}
+    names = ("psnr", "ssim", "copy_psnr", "copy_ssim") + (("mean_psnr",) if still is not None
+                                                          else ())
+    sums = {k: np.zeros(T) for k in names}
     for start in range(0, len(indices), batch_size):
         context, controls, targets = to_model_inputs(
             data.batch(indices[start:start + batch_size]), device, K)
@@ -140,6 +164,9 @@ def rollout_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray,
             sums["ssim"][t] += float(ssim(dream[:, t], targets[:, t]).sum())
             sums["copy_psnr"][t] += float(psnr(last, targets[:, t]).sum())
             sums["copy_ssim"][t] += float(ssim(last, targets[:, t]).sum())
+            if still is not None:
+                sums["mean_psnr"][t] += float(
+                    psnr(still.to(device).expand_as(last), targets[:, t]).sum())
     return {k: (v / max(len(indices), 1)).tolist() for k, v in sums.items()}
 
 
@@ -212,8 +239,9 @@ def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.devi
                               "noise_level": noise_level if model.config.noise_conditioning
                               else None,
                               "latent": latent if model.config.latent_dim else None}
+    still = mean_frame(recordings)
     report["one_step"] = one_step_metrics(model, one_step, evenly_spaced(len(one_step), samples),
-                                          device, noise_level=noise_level)
+                                          device, noise_level=noise_level, still=still)
     report["one_step"]["psnr_gain_db"] = report["one_step"]["psnr"] - report["one_step"][
         "copy_psnr"]
     report["sticks"] = stick_response(model, one_step, device, noise_level)
@@ -225,10 +253,10 @@ def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.devi
             continue
         idx = evenly_spaced(len(data), rollout_samples(h, rollouts))
         curves = rollout_metrics(model, data, idx, device, noise_level=noise_level,
-                                 latent=latent)
+                                 latent=latent, still=still)
         report["rollout"][str(h)] = {
             "samples": len(idx), "psnr": curves["psnr"][-1],
-            "copy_psnr": curves["copy_psnr"][-1],
+            "copy_psnr": curves["copy_psnr"][-1], "mean_psnr": curves["mean_psnr"][-1],
             "psnr_gain_db": curves["psnr"][-1] - curves["copy_psnr"][-1],
             "ssim": curves["ssim"][-1], "copy_ssim": curves["copy_ssim"][-1]}
         if h == max(x for x in horizons if x <= 64):  # the pictures: a readable length
@@ -339,14 +367,22 @@ def format_sweep(runs: Sequence[dict[str, Any]]) -> str:
 
 def format_report(report: dict[str, Any]) -> str:
     o = report["one_step"]
-    lines = [f"{'':<14}{'model':>10}{'copy-last':>12}{'gain':>9}",
+
+    def still(r: dict[str, Any]) -> str:
+        return f"{r['mean_psnr']:>10.2f}" if "mean_psnr" in r else f"{'–':>10}"
+
+    lines = [f"{'':<14}{'model':>10}{'copy-last':>12}{'gain':>9}{'mean frame':>14}",
              f"{'1-step PSNR':<14}{o['psnr']:>9.2f} {o['copy_psnr']:>10.2f}  "
-             f"{o['psnr_gain_db']:>+7.2f} dB   (SSIM {o['ssim']:.3f} vs {o['copy_ssim']:.3f}, "
-             f"L1 {o['l1']:.4f} vs {o['copy_l1']:.4f}; {report['samples']} samples)"]
+             f"{o['psnr_gain_db']:>+7.2f} dB {still(o)}   (SSIM {o['ssim']:.3f} vs "
+             f"{o['copy_ssim']:.3f}, L1 {o['l1']:.4f} vs {o['copy_l1']:.4f}; "
+             f"{report['samples']} samples)"]
     for h, r in report.get("rollout", {}).items():
         lines.append(f"{'rollout ' + h:<14}{r['psnr']:>9.2f} {r['copy_psnr']:>10.2f}  "
-                     f"{r['psnr_gain_db']:>+7.2f} dB   (SSIM {r['ssim']:.3f} vs "
+                     f"{r['psnr_gain_db']:>+7.2f} dB {still(r)}   (SSIM {r['ssim']:.3f} vs "
                      f"{r['copy_ssim']:.3f}; {r['samples']} rollouts)")
+    if "mean_psnr" in o:
+        lines.append("mean frame: the held-out recordings' mean picture, the best still "
+                     "picture in hindsight; a dream faded to a blur scores about as much")
     if report.get("sticks"):
         lines.append("stick response (L1 with the axis flipped / with the true sticks; 1.00x: "
                      "the model ignores it)\n  " + "  ".join(

@@ -65,6 +65,8 @@ def test_record_train_and_evaluate_a_real_doom_recording(tmp_path: Path) -> None
     assert "rollout 4" in evaluated.stdout
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert report["one_step"]["copy_psnr"] > 0
+    assert report["rollout"]["4"]["mean_psnr"] > 0  # the held-out mean picture's score
+    assert "mean frame" in evaluated.stdout
     assert set(report["rollout"]) == {"1", "4"}
     assert (tmp_path / "eval" / "rollout.png").stat().st_size > 0
     assert (tmp_path / "eval" / "rollout.gif").stat().st_size > 0

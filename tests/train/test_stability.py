@@ -495,6 +495,38 @@ class IgnoresSticks(WorldModel):
         return frames[:, -1]
 
 
+def test_the_mean_frame_scores_what_a_dream_faded_to_the_average_scores(
+        tmp_path: Path) -> None:
+    from train.evaluate import evaluate, format_report, mean_frame
+
+    rec = load_frames(moving_square_recording(tmp_path / "rec", episodes=2, steps=30), (16, 16), 4)
+    still = mean_frame([rec])
+    assert still.shape == (3, 16, 16)
+    expected = np.asarray(rec.frames, np.float64).mean(0) / 255.0
+    np.testing.assert_allclose(still.numpy(), expected, atol=1e-6)
+    assert float(still.std()) > 0.01  # a picture, not a grey level
+    # A model that paints the mean picture whatever it sees scores exactly the
+    # mean frame's PSNR, at one step and at every rollout length.
+    config = baby_config(tmp_path).model.replace(height=16, width=16)
+    faded = constant_model(config)
+    faded.forward = lambda frames, *_: still.expand_as(frames[:, -1])  # type: ignore[method-assign]
+    report = evaluate(faded, [rec], torch.device("cpu"), tmp_path / "eval", horizons=(1, 4, 16),
+                      samples=32, rollouts=8, collapse_steps=0)
+    for r in [report["one_step"], *report["rollout"].values()]:
+        assert r["psnr"] == pytest.approx(r["mean_psnr"], abs=1e-4)
+    # A real (here: copy-last) prediction is scored beside it on the same samples.
+    copying = constant_model(config)
+    copying.forward = lambda frames, *_: frames[:, -1]  # type: ignore[method-assign]
+    report = evaluate(copying, [rec], torch.device("cpu"), tmp_path / "eval2",
+                      horizons=(1, 4), samples=32, rollouts=8, collapse_steps=0)
+    one = report["one_step"]
+    assert one["psnr"] == pytest.approx(one["copy_psnr"])
+    assert one["mean_psnr"] != pytest.approx(one["copy_psnr"])
+    text = format_report(report)
+    assert "mean frame" in text
+    assert f"{one['mean_psnr']:.2f}" in text.splitlines()[1]
+
+
 def test_stick_response_tells_a_model_that_follows_the_stick_from_one_that_ignores_it(
         tmp_path: Path) -> None:
     rec = load_frames(moving_square_recording(tmp_path / "rec", episodes=2, steps=30), (16, 16), 4)
@@ -519,12 +551,13 @@ def test_ablation_gives_every_variant_one_budget_and_prints_one_table(tmp_path: 
                     'tokenizer_filters = [8, 16]\ndecoder_filters = [16, 8]\n'
                     'action_hidden = 16\n')
 
-    def ablate(*only: str) -> subprocess.CompletedProcess[str]:
+    def ablate(*only: str, define: bool = True) -> subprocess.CompletedProcess[str]:
+        variants = ["--variant", "k2", "all-remedies", "model.context_frames=2"]
         return subprocess.run(
             [sys.executable, "-m", "train", "ablate", "--config", str(baby), "--data", str(rec),
              "--val-data", str(val), "--minutes", "0.04", "--out", str(tmp_path / "out"),
              "--only", *(only or ("baseline", "all-remedies", "plus-unroll", "k2")),
-             "--variant", "k2", "all-remedies", "model.context_frames=2",
+             *(variants if define else []),
              "--horizons", "1", "4", "16",
              "--collapse-steps", "20", "--precision", "fp32"],
             cwd=ROOT, capture_output=True, text=True, timeout=400, check=False)
@@ -533,7 +566,8 @@ def test_ablation_gives_every_variant_one_budget_and_prints_one_table(tmp_path: 
     assert first.returncode == 0, first.stderr[-3000:]
     rows = [line for line in first.stdout.splitlines() if line.startswith("| ")]
     assert [r.split(" | ")[0] for r in rows] == ["| run", "| baseline", "| all-remedies",
-                                                 "| plus-unroll", "| k2", "| copy-last-frame"]
+                                                 "| plus-unroll", "| k2", "| copy-last-frame",
+                                                 "| mean frame"]
     assert "| k2 | 2 | ≤0.05 (play 0.01) | 1, roll-in ≤8 on 25% |" in first.stdout
     assert "| 4 | ≤0.05 (play 0.01) | 1, roll-in ≤8 on 25% |" in first.stdout
     assert "| 4 | ≤0.05 (play 0.01) | 1→2→4, roll-in ≤8 |" in first.stdout
@@ -554,6 +588,10 @@ def test_ablation_gives_every_variant_one_budget_and_prints_one_table(tmp_path: 
     assert again.returncode == 0, again.stderr[-3000:]
     assert "trained in" not in again.stderr
     assert again.stdout.splitlines()[-7:] == first.stdout.splitlines()[-7:]
+    # A variant planned in --out is known there by its name, without --variant again.
+    planned = ablate("k2", define=False)
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    assert "| k2 | 2 |" in planned.stdout
     # Alone, the K=1 baseline is scored on other targets than beside K=4 runs: it is
     # scored again (not trained again), so a table never mixes target sets.
     report = tmp_path / "out" / "baseline" / "eval" / "eval.json"
