@@ -179,7 +179,7 @@ def main() -> int:
                    help="seconds from start by which everything is packed")
     p.add_argument("--reserve", type=float, default=90,
                    help="seconds kept after training for scoring and packing")
-    p.add_argument("--rollouts", type=int, default=32)
+    p.add_argument("--rollouts", type=int, default=256)
     p.add_argument("--collapse-steps", type=int, default=1000)
     p.add_argument("--device", default="auto")
     p.add_argument("--init", type=Path, metavar="DIR",

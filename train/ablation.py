@@ -23,6 +23,7 @@ import torch
 from models import WorldModel
 from models.device import resolve_device
 from train.config import TrainConfig, load_config, parse_overrides
+from train.evaluate import paired_gain
 from train.loop import autocast_dtype, unrolled_loss
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,34 @@ def table(results: dict[str, dict[str, Any]], horizons: list[int]) -> str:
             [f"{ref['one_step'][key]:.2f}"] + [
                 f"{ref['rollout'][str(h)][key]:.2f}" for h in horizons
                 if h > 1 and str(h) in ref["rollout"]]) + " | |")
-    return "\n".join(lines)
+    return "\n".join(lines + leads(results, horizons))
+
+
+def leads(results: dict[str, dict[str, Any]], horizons: list[int]) -> list[str]:
+    """Each run's rollout PSNR over the ``baseline`` run's (or the first run's),
+    sample by sample on the same samples, as the mean lead ± 1.96 standard
+    errors: how much of a difference the choice of rollout samples could make."""
+    name = "baseline" if "baseline" in results else next(iter(results))
+    base = results[name]["eval"]["rollout"]
+    shown = [h for h in horizons if h > 1 and "psnr_samples" in base.get(str(h), {})]
+    if not shown or len(results) < 2:
+        return []
+    lines = ["", f"| lead over {name} (paired, ±95%) | "
+             + " | ".join(f"{h}-step" for h in shown) + " |", "|---|" + "---|" * len(shown)]
+    for run, r in results.items():
+        if run == name:
+            continue
+        cells = []
+        for h in shown:
+            mine = r["eval"]["rollout"].get(str(h), {}).get("psnr_samples")
+            theirs = base[str(h)]["psnr_samples"]
+            if mine is None or len(mine) != len(theirs):
+                cells.append("–")  # scored on other samples: no pairs
+                continue
+            lead, se = paired_gain(mine, theirs)
+            cells.append(f"{lead:+.2f} ±{1.96 * se:.2f}")
+        lines.append(f"| {run} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any],
@@ -300,8 +328,10 @@ def main(argv: list[str]) -> int:
                         "overrides, e.g. --variant k2 all-remedies model.context_frames=2 "
                         "(repeatable; name it in --only to run it)")
     p.add_argument("--horizons", type=int, nargs="+", default=[1, 4, 16, 64, 256])
-    p.add_argument("--rollouts", type=int, default=32,
-                   help="rollout start points per horizon (fewer beyond 64 steps)")
+    p.add_argument("--rollouts", type=int, default=256,
+                   help="rollout start points per horizon (fewer beyond 64 steps; default: "
+                        "256; the table's last part says how far the choice of samples could "
+                        "move each lead)")
     p.add_argument("--precision", default="bf16", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--collapse-steps", type=int, default=1000,
                    help="collapse check length for the all-remedies run (0: skip)")

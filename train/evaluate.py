@@ -147,13 +147,18 @@ def rollout_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray,
                     still: torch.Tensor | None = None) -> dict[str, Any]:
     """PSNR and SSIM at every step of rollouts as long as ``data.horizon``, model
     and copy-last (and the PSNR of a ``still`` picture, when given), averaged over
-    the samples; ``data`` rows hold K + T frames."""
+    the samples; ``data`` rows hold K + T frames. ``last_psnr`` and
+    ``last_copy_psnr`` hold each sample's PSNR at the last step, in the order of
+    ``indices``, so two models scored on the same samples can be compared pair
+    by pair."""
     model.eval()
     K = model.config.context_frames
     T = data.horizon
     names = ("psnr", "ssim", "copy_psnr", "copy_ssim") + (("mean_psnr",) if still is not None
                                                           else ())
     sums = {k: np.zeros(T) for k in names}
+    last_psnr: list[float] = []
+    last_copy: list[float] = []
     for start in range(0, len(indices), batch_size):
         context, controls, targets = to_model_inputs(
             data.batch(indices[start:start + batch_size]), device, K)
@@ -167,7 +172,21 @@ def rollout_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray,
             if still is not None:
                 sums["mean_psnr"][t] += float(
                     psnr(still.to(device).expand_as(last), targets[:, t]).sum())
-    return {k: (v / max(len(indices), 1)).tolist() for k, v in sums.items()}
+        last_psnr += psnr(dream[:, -1], targets[:, -1]).tolist()
+        last_copy += psnr(last, targets[:, -1]).tolist()
+    out: dict[str, Any] = {k: (v / max(len(indices), 1)).tolist() for k, v in sums.items()}
+    return {**out, "last_psnr": last_psnr, "last_copy_psnr": last_copy}
+
+
+def paired_gain(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """The mean of ``a - b`` over paired samples, and its standard error: how far
+    a model leads another (or copy-last) on the very same samples, and how much
+    of that the choice of samples could explain."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    if len(d) == 0:
+        return float("nan"), float("nan")
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return float(d.mean()), se
 
 
 def save_strip(truth: torch.Tensor, dream: torch.Tensor, path: Path, scale: int = 2) -> None:
@@ -258,6 +277,8 @@ def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.devi
             "samples": len(idx), "psnr": curves["psnr"][-1],
             "copy_psnr": curves["copy_psnr"][-1], "mean_psnr": curves["mean_psnr"][-1],
             "psnr_gain_db": curves["psnr"][-1] - curves["copy_psnr"][-1],
+            "psnr_gain_se": paired_gain(curves["last_psnr"], curves["last_copy_psnr"])[1],
+            "psnr_samples": [round(x, 3) for x in curves["last_psnr"]],
             "ssim": curves["ssim"][-1], "copy_ssim": curves["copy_ssim"][-1]}
         if h == max(x for x in horizons if x <= 64):  # the pictures: a readable length
             context, controls, targets = to_model_inputs(data.batch(idx[:1]), device, K)
@@ -377,9 +398,11 @@ def format_report(report: dict[str, Any]) -> str:
              f"{o['copy_ssim']:.3f}, L1 {o['l1']:.4f} vs {o['copy_l1']:.4f}; "
              f"{report['samples']} samples)"]
     for h, r in report.get("rollout", {}).items():
+        spread = (f", gain ±{1.96 * r['psnr_gain_se']:.2f} dB at 95%"
+                  if math.isfinite(r.get("psnr_gain_se", math.nan)) else "")
         lines.append(f"{'rollout ' + h:<14}{r['psnr']:>9.2f} {r['copy_psnr']:>10.2f}  "
                      f"{r['psnr_gain_db']:>+7.2f} dB {still(r)}   (SSIM {r['ssim']:.3f} vs "
-                     f"{r['copy_ssim']:.3f}; {r['samples']} rollouts)")
+                     f"{r['copy_ssim']:.3f}{spread}; {r['samples']} rollouts)")
     if "mean_psnr" in o:
         lines.append("mean frame: the held-out recordings' mean picture, the best still "
                      "picture in hindsight; a dream faded to a blur scores about as much")

@@ -4,6 +4,7 @@ fed-back predictions, noise augmentation, and the collapse check."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -565,9 +566,13 @@ def test_ablation_gives_every_variant_one_budget_and_prints_one_table(tmp_path: 
     first = ablate()
     assert first.returncode == 0, first.stderr[-3000:]
     rows = [line for line in first.stdout.splitlines() if line.startswith("| ")]
-    assert [r.split(" | ")[0] for r in rows] == ["| run", "| baseline", "| all-remedies",
-                                                 "| plus-unroll", "| k2", "| copy-last-frame",
-                                                 "| mean frame"]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| run", "| baseline", "| all-remedies", "| plus-unroll", "| k2", "| copy-last-frame",
+        "| mean frame",
+        # Then each run's lead over the baseline, sample by sample, with its spread.
+        "| lead over baseline (paired, ±95%)", "| all-remedies", "| plus-unroll", "| k2"]
+    assert re.fullmatch(r"\| k2 \| [+-]\d+\.\d\d ±\d+\.\d\d \| [+-]\d+\.\d\d ±\d+\.\d\d \|",
+                        rows[-1]), rows[-1]
     assert "| k2 | 2 | ≤0.05 (play 0.01) | 1, roll-in ≤8 on 25% |" in first.stdout
     assert "| 4 | ≤0.05 (play 0.01) | 1, roll-in ≤8 on 25% |" in first.stdout
     assert "| 4 | ≤0.05 (play 0.01) | 1→2→4, roll-in ≤8 |" in first.stdout
@@ -630,3 +635,18 @@ def test_an_ablation_variant_is_defined_as_another_with_overrides() -> None:
         timeout=60, check=False)
     assert refused.returncode == 2
     assert "unknown variants nosuch" in refused.stderr
+
+
+def test_a_paired_gain_is_the_mean_difference_and_its_standard_error() -> None:
+    from train.evaluate import paired_gain
+
+    rng = np.random.default_rng(0)
+    shared = rng.normal(20, 3, 400)  # what the samples' difficulty does to both models
+    lead, se = paired_gain(shared + 0.5 + rng.normal(0, 0.2, 400), shared)
+    assert lead == pytest.approx(0.5, abs=0.05)
+    # Paired, the samples' own spread (3 dB) cancels: only the 0.2 dB noise is left.
+    assert se == pytest.approx(0.2 / 20, rel=0.2)
+    assert paired_gain([1.0, 2.0], [1.0, 2.0]) == (0.0, 0.0)
+    lead, se = paired_gain([], [])
+    assert np.isnan(lead)
+    assert np.isnan(se)
