@@ -275,8 +275,9 @@ def train_and_score(name: str, config: TrainConfig, run: Path, val_dirs: list[st
     if report_path.is_file():
         loaded: dict[str, Any] = json.loads(report_path.read_text())
         # Scored on the same targets as the runs beside it (a run scored alone with
-        # K=1 picks other targets than one beside a K=4 run): else scored again.
-        if loaded.get("align_context") == align_context:
+        # K=1 picks other targets than one beside a K=4 run) and as many rollouts,
+        # so leads pair sample by sample: else scored again.
+        if (loaded.get("align_context"), loaded.get("rollouts")) == (align_context, rollouts):
             return loaded
     bar = tqdm(total=config.steps, desc=name, unit="step")
 
@@ -297,6 +298,7 @@ def train_and_score(name: str, config: TrainConfig, run: Path, val_dirs: list[st
                       align_context=align_context)
     report["steps"] = state["step"]
     report["align_context"] = align_context
+    report["rollouts"] = rollouts
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{name}\n{format_report(report)}", flush=True)
     return report

@@ -67,6 +67,7 @@ def one_step_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
+    still = None if still is None else still.to(device)
     K = model.config.context_frames
     for start in range(0, len(indices), batch_size):
         context, controls, targets = to_model_inputs(
@@ -82,7 +83,7 @@ def one_step_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray
             sums[name] = sums.get(name, 0.0) + float(value.sum())
         if still is not None:
             sums["mean_psnr"] = sums.get("mean_psnr", 0.0) + float(
-                psnr(still.to(device).expand_as(target), target).sum())
+                psnr(still.expand_as(target), target).sum())
     model.train(was_training)
     return {k: v / max(len(indices), 1) for k, v in sums.items()}
 
@@ -157,6 +158,7 @@ def rollout_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray,
     names = ("psnr", "ssim", "copy_psnr", "copy_ssim") + (("mean_psnr",) if still is not None
                                                           else ())
     sums = {k: np.zeros(T) for k in names}
+    still = None if still is None else still.to(device)
     last_psnr: list[float] = []
     last_copy: list[float] = []
     for start in range(0, len(indices), batch_size):
@@ -171,7 +173,7 @@ def rollout_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray,
             sums["copy_ssim"][t] += float(ssim(last, targets[:, t]).sum())
             if still is not None:
                 sums["mean_psnr"][t] += float(
-                    psnr(still.to(device).expand_as(last), targets[:, t]).sum())
+                    psnr(still.expand_as(last), targets[:, t]).sum())
         last_psnr += psnr(dream[:, -1], targets[:, -1]).tolist()
         last_copy += psnr(last, targets[:, -1]).tolist()
     out: dict[str, Any] = {k: (v / max(len(indices), 1)).tolist() for k, v in sums.items()}

@@ -552,7 +552,8 @@ def test_ablation_gives_every_variant_one_budget_and_prints_one_table(tmp_path: 
                     'tokenizer_filters = [8, 16]\ndecoder_filters = [16, 8]\n'
                     'action_hidden = 16\n')
 
-    def ablate(*only: str, define: bool = True) -> subprocess.CompletedProcess[str]:
+    def ablate(*only: str, define: bool = True,
+               extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
         variants = ["--variant", "k2", "all-remedies", "model.context_frames=2"]
         return subprocess.run(
             [sys.executable, "-m", "train", "ablate", "--config", str(baby), "--data", str(rec),
@@ -560,7 +561,7 @@ def test_ablation_gives_every_variant_one_budget_and_prints_one_table(tmp_path: 
              "--only", *(only or ("baseline", "all-remedies", "plus-unroll", "k2")),
              *(variants if define else []),
              "--horizons", "1", "4", "16",
-             "--collapse-steps", "20", "--precision", "fp32"],
+             "--collapse-steps", "20", "--precision", "fp32", *extra],
             cwd=ROOT, capture_output=True, text=True, timeout=400, check=False)
 
     first = ablate()
@@ -597,6 +598,14 @@ def test_ablation_gives_every_variant_one_budget_and_prints_one_table(tmp_path: 
     planned = ablate("k2", define=False)
     assert planned.returncode == 0, planned.stderr[-3000:]
     assert "| k2 | 2 |" in planned.stdout
+    # Scored on other rollouts, a run is scored again (not trained again), so
+    # its samples pair with the others'.
+    fewer = ablate("baseline", "all-remedies", extra=("--rollouts", "4"))
+    assert fewer.returncode == 0, fewer.stderr[-3000:]
+    rescored = json.loads((tmp_path / "out" / "baseline" / "eval" / "eval.json").read_text())
+    assert rescored["rollouts"] == 4
+    assert len(rescored["rollout"]["4"]["psnr_samples"]) == 4
+    assert rescored["steps"] == results["baseline"]["steps"]
     # Alone, the K=1 baseline is scored on other targets than beside K=4 runs: it is
     # scored again (not trained again), so a table never mixes target sets.
     report = tmp_path / "out" / "baseline" / "eval" / "eval.json"
