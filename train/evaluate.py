@@ -167,15 +167,16 @@ def rollout_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray,
         dream = rollout(model, context, controls, noise_level, latent)
         last = context[:, -1]
         for t in range(T):
-            sums["psnr"][t] += float(psnr(dream[:, t], targets[:, t]).sum())
+            model_psnr, copy_psnr = psnr(dream[:, t], targets[:, t]), psnr(last, targets[:, t])
+            sums["psnr"][t] += float(model_psnr.sum())
             sums["ssim"][t] += float(ssim(dream[:, t], targets[:, t]).sum())
-            sums["copy_psnr"][t] += float(psnr(last, targets[:, t]).sum())
+            sums["copy_psnr"][t] += float(copy_psnr.sum())
             sums["copy_ssim"][t] += float(ssim(last, targets[:, t]).sum())
             if still is not None:
                 sums["mean_psnr"][t] += float(
                     psnr(still.expand_as(last), targets[:, t]).sum())
-        last_psnr += psnr(dream[:, -1], targets[:, -1]).tolist()
-        last_copy += psnr(last, targets[:, -1]).tolist()
+        last_psnr += model_psnr.tolist()  # the loop ends at the last step
+        last_copy += copy_psnr.tolist()
     out: dict[str, Any] = {k: (v / max(len(indices), 1)).tolist() for k, v in sums.items()}
     return {**out, "last_psnr": last_psnr, "last_copy_psnr": last_copy}
 
