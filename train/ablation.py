@@ -262,8 +262,10 @@ def train_and_score(name: str, config: TrainConfig, run: Path, val_dirs: list[st
 
     stored = run / "config.json"
     if stored.is_file():  # a finished or interrupted run is reused: only of this config
-        changed = _differences(json.loads(stored.read_text()),
-                               json.loads(json.dumps(config.to_dict())))
+        # Read through the config class, so that a field added since the run was
+        # written takes its default rather than counting as a change.
+        changed = _differences(TrainConfig.from_dict(json.loads(stored.read_text())).to_dict(),
+                               config.to_dict())
         changed.pop("max_minutes", None)  # a time cap does not change what is trained
         if changed:
             raise ValueError(

@@ -615,6 +615,15 @@ def test_ablation_gives_every_variant_one_budget_and_prints_one_table(tmp_path: 
     rescored = json.loads(report.read_text())
     assert rescored["align_context"] == 1
     assert rescored["steps"] == results["baseline"]["steps"]
+    # A run written before a config field existed is still this configuration:
+    # the field takes its default.
+    stored = tmp_path / "out" / "baseline" / "config.json"
+    older = json.loads(stored.read_text())
+    del older["loss"]["mse"]
+    stored.write_text(json.dumps(older))
+    reused = ablate("baseline")
+    assert reused.returncode == 0, reused.stderr[-3000:]
+    assert "trained in" not in reused.stderr
     # A plan changed under a finished run is refused, not answered with the old run.
     plan_path = tmp_path / "out" / "plan.json"
     plan["baseline"]["optim"]["lr"] = 3e-4
