@@ -44,7 +44,10 @@ class LossConfig:
     """Weights of the reconstruction losses (0 turns one off).
 
     Args:
-        l1: Mean absolute error against the real next frame.
+        l1: Mean absolute error against the real next frame: least at the median
+            of what the model cannot predict.
+        mse: Mean squared error, the error PSNR measures: least at the mean of
+            what the model cannot predict (blurrier than the median).
         sobel: L1 between the Sobel edge maps: keeps edges sharp.
         fft: L1 between the 2-D Fourier amplitude spectra: keeps fine texture.
         ssim: 1 - SSIM (structural similarity).
@@ -58,6 +61,7 @@ class LossConfig:
     """
 
     l1: float = 1.0
+    mse: float = 0.0
     sobel: float = 0.0
     fft: float = 0.0
     ssim: float = 0.0

@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 
 MAX_BAD_STEPS = 20  # non-finite steps in a row before a run is declared diverged
 
-CSV_FIELDS = ["step", "seconds", "lr", "unroll", "loss", "l1", "sobel", "fft", "ssim", "crps",
-              "gan_g", "gan_d", "samples_per_s", "val_psnr", "val_copy_psnr", "val_ssim",
+CSV_FIELDS = ["step", "seconds", "lr", "unroll", "loss", "l1", "mse", "sobel", "fft", "ssim",
+              "crps", "gan_g", "gan_d", "samples_per_s", "val_psnr", "val_copy_psnr", "val_ssim",
               "val_l1"]
 
 

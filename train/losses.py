@@ -102,6 +102,8 @@ def reconstruction_losses(pred: torch.Tensor, target: torch.Tensor, weights: Los
         terms["crps"] = crps_loss(pred, other, target)
     if weights.l1:
         terms["l1"] = (pred.float() - target.float()).abs().mean()
+    if weights.mse:
+        terms["mse"] = (pred.float() - target.float()).square().mean()
     if weights.sobel:
         terms["sobel"] = sobel_loss(pred, target)
     if weights.fft:
@@ -109,8 +111,8 @@ def reconstruction_losses(pred: torch.Tensor, target: torch.Tensor, weights: Los
     if weights.ssim:
         terms["ssim"] = ssim_loss(pred, target)
     if not terms:
-        raise ValueError("every loss weight is 0: set at least one of loss.l1, loss.sobel, "
-                         "loss.fft, loss.ssim, loss.crps")
+        raise ValueError("every loss weight is 0: set at least one of loss.l1, loss.mse, "
+                         "loss.sobel, loss.fft, loss.ssim, loss.crps")
     terms["total"] = sum((getattr(weights, k) * v for k, v in terms.items()),
                          torch.zeros((), device=pred.device))
     return terms

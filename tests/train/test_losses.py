@@ -23,7 +23,7 @@ def test_metrics_on_known_images() -> None:
     assert ssim(x, torch.rand(2, 3, 16, 16)).max() < 0.5
 
 
-@pytest.mark.parametrize("term", ["l1", "sobel", "fft", "ssim"])
+@pytest.mark.parametrize("term", ["l1", "mse", "sobel", "fft", "ssim"])
 def test_each_loss_is_finite_and_decreases_on_a_tiny_overfit_set(term: str) -> None:
     torch.manual_seed(0)
     config = baby_config(height=16, width=16)
