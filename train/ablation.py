@@ -207,29 +207,41 @@ def table(results: dict[str, dict[str, Any]], horizons: list[int]) -> str:
 
 
 def leads(results: dict[str, dict[str, Any]], horizons: list[int]) -> list[str]:
-    """Each run's rollout PSNR over the ``baseline`` run's (or the first run's),
-    sample by sample on the same samples, as the mean lead ± 1.96 standard
-    errors: how much of a difference the choice of rollout samples could make."""
-    name = "baseline" if "baseline" in results else next(iter(results))
-    base = results[name]["eval"]["rollout"]
+    """Each run's rollout PSNR over a reference run's, sample by sample on the same
+    samples, as the mean lead ± 1.96 standard errors: how much of a difference the
+    choice of rollout samples could make.
+
+    The reference is the run before it of the same training seed (``baseline``
+    first, then the table's order), so a run is compared with the baseline it
+    shares its initial weights and batches with; a run with none before it is
+    compared with the first (and so are two seeds of the baseline)."""
+    order = sorted(results, key=lambda run: run != "baseline")  # stable: baseline first
+    first = order[0]
+    base = results[first]["eval"]["rollout"]
     shown = [h for h in horizons if h > 1 and "psnr_samples" in base.get(str(h), {})]
     if not shown or len(results) < 2:
         return []
-    lines = ["", f"| lead over {name} (paired, ±95%) | "
-             + " | ".join(f"{h}-step" for h in shown) + " |", "|---|" + "---|" * len(shown)]
-    for run, r in results.items():
-        if run == name:
+
+    def seed(run: str) -> Any:
+        return results[run].get("config", {}).get("seed")
+
+    lines = ["", "| lead (paired, ±95%) | over | "
+             + " | ".join(f"{h}-step" for h in shown) + " |", "|---|---|" + "---|" * len(shown)]
+    for run in results:
+        if run == first:
             continue
+        before = order[:order.index(run)]
+        ref = next((r for r in before if seed(r) == seed(run)), first)
         cells = []
         for h in shown:
-            mine = r["eval"]["rollout"].get(str(h), {}).get("psnr_samples")
-            theirs = base[str(h)]["psnr_samples"]
-            if mine is None or len(mine) != len(theirs):
+            mine = results[run]["eval"]["rollout"].get(str(h), {}).get("psnr_samples")
+            theirs = results[ref]["eval"]["rollout"].get(str(h), {}).get("psnr_samples")
+            if mine is None or theirs is None or len(mine) != len(theirs):
                 cells.append("–")  # scored on other samples: no pairs
                 continue
             lead, se = paired_gain(mine, theirs)
             cells.append(f"{lead:+.2f} ±{1.96 * se:.2f}")
-        lines.append(f"| {run} | " + " | ".join(cells) + " |")
+        lines.append(f"| {run} | {ref} | " + " | ".join(cells) + " |")
     return lines
 
 
