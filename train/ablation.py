@@ -276,8 +276,12 @@ def train_and_score(name: str, config: TrainConfig, run: Path, val_dirs: list[st
     if stored.is_file():  # a finished or interrupted run is reused: only of this config
         # Read through the config class, so that a field added since the run was
         # written takes its default rather than counting as a change.
-        changed = _differences(TrainConfig.from_dict(json.loads(stored.read_text())).to_dict(),
-                               config.to_dict())
+        try:
+            written = TrainConfig.from_dict(json.loads(stored.read_text())).to_dict()
+        except ValueError as err:  # a field since removed, or a value no longer valid
+            raise ValueError(f"{stored} is not a configuration of this version ({err}): "
+                             "remove the run, or train into another directory") from err
+        changed = _differences(written, config.to_dict())
         changed.pop("max_minutes", None)  # a time cap does not change what is trained
         if changed:
             raise ValueError(

@@ -624,6 +624,15 @@ def test_ablation_gives_every_variant_one_budget_and_prints_one_table(tmp_path: 
     reused = ablate("baseline")
     assert reused.returncode == 0, reused.stderr[-3000:]
     assert "trained in" not in reused.stderr
+    # One with a field this version does not know is refused, naming the file.
+    older["loss"]["retired"] = 1.0
+    stored.write_text(json.dumps(older))
+    unknown = ablate("baseline")
+    assert unknown.returncode == 2
+    assert f"{stored} is not a configuration of this version (unknown config field(s): " \
+           "loss.retired" in unknown.stderr
+    del older["loss"]["retired"]
+    stored.write_text(json.dumps(older))
     # A plan changed under a finished run is refused, not answered with the old run.
     plan_path = tmp_path / "out" / "plan.json"
     plan["baseline"]["optim"]["lr"] = 3e-4
