@@ -11,9 +11,12 @@
 
 A model trained with noise conditioning takes a third input, ``noise_level``
 ``(B,)``; the manifest's ``noise_level`` is the value to give it when playing.
-A model with a latent (``model.latent_dim``) takes a last input, ``latent``
-``(B, latent_dim)``: N(0, 1) draws, one plausible world each. A dream holds one
-latent throughout by default (``DreamLatent``), or draws a fresh one every step.
+A model with a latent (the manifest's ``latent_dim``) takes a last input,
+``latent`` ``(B, latent_dim)``: N(0, 1) draws, one plausible world each (for a
+``codebook`` model, the noise its codes are drawn with). A dream holds one
+latent throughout by default (``DreamLatent``), redrawing the manifest's
+``latent_refresh`` share of it a step at full stick, or draws a fresh one
+every step.
 
 Only numpy and the standard library here, so an ONNX-only player can read it.
 """
@@ -118,7 +121,14 @@ def noise_conditioned(manifest: dict[str, Any]) -> bool:
 
 def latent_dim(manifest: dict[str, Any]) -> int:
     """The length of the bundle's model's latent input (0: it takes none)."""
-    return int(manifest.get("model", {}).get("latent_dim", 0) or 0)
+    if "latent_dim" in manifest:
+        return int(manifest["latent_dim"] or 0)
+    return int(manifest.get("model", {}).get("latent_dim", 0) or 0)  # (bundles before codebooks)
+
+
+def latent_refresh(manifest: dict[str, Any]) -> float:
+    """The share of a held latent a dream redraws each step at full stick."""
+    return float(manifest.get("latent_refresh") or 0.0)
 
 
 def model_inputs(manifest: dict[str, Any]) -> tuple[str, ...]:
@@ -148,21 +158,26 @@ class DreamLatent:
 
     ``hold`` (the default) draws one latent when the dream starts and keeps it,
     so every step paints the same world and nothing is redrawn while the
-    sticks rest. ``fresh`` draws a new one every step: each frame is another
-    plausible next frame, and the picture repaints itself even at rest.
-    ``next()`` is None for a model without a latent (``dim`` 0).
+    sticks rest; with a ``refresh`` share, each later step redraws that share
+    of it times the largest stick deflection (``WorldModel.refresh_latent``),
+    so a moving view keeps finding new things. ``fresh`` draws a new one every
+    step: each frame is another plausible next frame, and the picture repaints
+    itself even at rest. ``next()`` is None for a model without a latent
+    (``dim`` 0).
 
     Args:
-        dim: The model's ``latent_dim``.
+        dim: The model's latent length (``latent_dim(manifest)``).
         mode: ``hold`` or ``fresh``.
         seed: Seed of the draws (None: unpredictable); ``reset(seed)`` reseeds.
+        refresh: ``latent_refresh(manifest)``.
     """
 
-    def __init__(self, dim: int, mode: str = "hold", seed: int | None = None) -> None:
+    def __init__(self, dim: int, mode: str = "hold", seed: int | None = None,
+                 refresh: float = 0.0) -> None:
         if mode not in LATENT_MODES:
             raise ValueError(f"latent mode must be one of {', '.join(LATENT_MODES)}, "
                              f"got {mode!r}")
-        self.dim, self.mode = dim, mode
+        self.dim, self.mode, self.refresh = dim, mode, refresh
         self.held: np.ndarray | None = None
         self.reset(seed)
 
@@ -171,13 +186,24 @@ class DreamLatent:
         if seed is not None or self.held is None:
             self._rng = np.random.default_rng(seed)
         self.held = self._draw()
+        self._steps = 0
 
     def _draw(self) -> np.ndarray | None:
         return self._rng.standard_normal(self.dim, dtype=np.float32) if self.dim else None
 
-    def next(self) -> np.ndarray | None:
-        """The ``(dim,)`` latent for the next step."""
-        return self.held if self.mode == "hold" else self._draw()
+    def next(self, controls: Any = None) -> np.ndarray | None:
+        """The ``(dim,)`` latent for the next step, under ``controls`` (the
+        step's stick values, which set how much of a held latent is redrawn)."""
+        if self.mode == "fresh":
+            return self._draw()
+        if self.held is not None and self.refresh and self._steps and controls is not None:
+            push = min(1.0, float(np.abs(np.asarray(controls, np.float32)).max(initial=0.0)))
+            redraw = self._rng.random(self.dim) < self.refresh * push
+            fresh = self._draw()
+            assert fresh is not None
+            self.held = np.where(redraw, fresh, self.held).astype(np.float32)
+        self._steps += 1
+        return self.held
 
 
 def default_noise_level(manifest: dict[str, Any]) -> float:

@@ -53,7 +53,7 @@ def export_onnx(model: WorldModel, path: Path, example: tuple[torch.Tensor, ...]
     controls, and for a noise-conditioned model the noise levels."""
     import onnx
 
-    inputs = model_inputs({"model": model.config.to_dict()})
+    inputs = model_inputs(manifest_for(model.config))
     batch = torch.export.Dim(BATCH_AXIS, min=1, max=4096)
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # chatty optimizer passes
     # "torchvision is not installed. Skipping torchvision::nms": we do not use it.
@@ -99,7 +99,7 @@ class _LatentOnly(nn.Module):
 
 def exportable(model: WorldModel) -> nn.Module:
     """The module whose positional inputs are the bundle's inputs, in order."""
-    if model.config.latent_dim and not model.config.noise_conditioning:
+    if model.config.latent_size and not model.config.noise_conditioning:
         return _LatentOnly(model).train(model.training)
     return model
 
@@ -203,8 +203,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, recording: str | Path
         torch.from_numpy(start[:2].astype(np.float32) / 255.0), torch.zeros(2, c.control_dim))
     if c.noise_conditioning:
         example = (*example, torch.full((2,), 0.05))
-    if c.latent_dim:
-        example = (*example, torch.randn(2, c.latent_dim))
+    if c.latent_size:
+        example = (*example, torch.randn(2, c.latent_size))
     exporter = export_onnx(model, out / ONNX_FILE, example)
     export_torchscript(model, out / TORCHSCRIPT_FILE, example)
 

@@ -46,7 +46,8 @@ class Backend(Protocol):
         next frames ``(B, 3, H, W)``; numpy in, numpy out; torch in, torch out.
         ``noise_level`` (a number or ``(B,)``) reaches a noise-conditioned model;
         by default the manifest's ``noise_level``; other models ignore it.
-        ``latent`` ``(B, latent_dim)`` reaches a model with a latent; by default
+        ``latent`` ``(B, latent_dim)`` reaches a model with a latent (a latent
+        model's, or a sampling codebook model's noise); by default
         fresh N(0, 1) draws, so each step paints one plausible next frame."""
         ...
 
@@ -62,7 +63,8 @@ def manifest_for(config: WorldModelConfig, **extra: Any) -> dict[str, Any]:
         else [f"c{i}" for i in range(config.control_dim)])
     return {"model": config.to_dict(), "height": config.height, "width": config.width,
             "context_frames": config.context_frames, "control_dim": config.control_dim,
-            "control_names": list(names), "output_mode": config.output_mode, **extra}
+            "control_names": list(names), "output_mode": config.output_mode,
+            "latent_dim": config.latent_size, "latent_refresh": config.latent_refresh, **extra}
 
 
 class _TorchStep:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 Activation = Literal["gelu", "relu"]
 AttentionMode = Literal["concat", "interleaved", "adaln"]
-OutputMode = Literal["absolute", "residual", "warp"]
+OutputMode = Literal["absolute", "residual", "warp", "codebook"]
 PosEmbed = Literal["learned", "sincos"]
 ConvNorm = Literal["instance", "layer", "none"]
 
@@ -57,6 +57,13 @@ class WorldModelConfig:
             ``warp`` predicts a per-pixel motion field that resamples the last
             context frame, plus a change added to the warped frame: turning and
             walking move the picture's texture instead of repainting it.
+            ``codebook`` classifies every ``codebook_patch`` square of the next
+            frame into one of ``codebook_size`` real patches (k-means centres of
+            the training recording's patches, fitted when training starts;
+            trained by cross-entropy, the ``loss`` weights do not apply) and
+            paints one drawn at ``codebook_temperature``: a dream made only of
+            the game's own patches cannot fade into a blur (as VQ world models'
+            discrete tokens).
         pos_embed: ``learned`` or fixed 2-D ``sincos`` positional embedding.
         dropout: Dropout in attention, MLPs and after the positional embedding.
         noise_conditioning: The model takes a third input, the level (standard
@@ -69,6 +76,20 @@ class WorldModelConfig:
             and added to the action embedding, so each draw paints one plausible
             next frame instead of the blurred mean of all of them. Train such a
             model with ``loss.crps``.
+        codebook_size: Patches in the codebook (``codebook`` output mode only).
+        codebook_patch: Their side in pixels: a power of two from 1 to the token
+            side, as the decoder upsamples the token grid to the patch grid.
+        codebook_temperature: Each patch's code is drawn from the model's
+            distribution at this temperature (Gumbel-max: the most likely code plus
+            Gumbel noise made from the model's latent input, N(0, 1) draws of
+            ``latent_size``); 0 paints the most likely code, deterministically.
+            The most likely code alone drops everything uncertain (walls, items):
+            such dreams fade into sky and floor. Training (the roll-in) paints
+            the most likely codes: a model rolled in on drawn codes faded below
+            0.7 and dissolved into speckle above it.
+        codebook_refresh: A dream holds its sampling noise, so a picture at rest
+            stays still; each step redraws this share of it times the largest
+            stick deflection, so a moving view keeps finding new detail.
         grad_checkpointing: Recompute each transformer layer in the backward pass
             to save memory (training only; outputs are unchanged).
     """
@@ -96,6 +117,10 @@ class WorldModelConfig:
     noise_conditioning: bool = False
     latent_dim: int = 0
     grad_checkpointing: bool = False
+    codebook_size: int = 512
+    codebook_patch: int = 4
+    codebook_temperature: float = 0.8
+    codebook_refresh: float = 0.1
 
     def __post_init__(self) -> None:
         positive = ("height", "width", "context_frames", "control_dim", "embed_dim", "depth",
@@ -126,6 +151,22 @@ class WorldModelConfig:
             raise ValueError(
                 f"height and width ({self.height}x{self.width}) must be divisible by "
                 f"2^{len(self.tokenizer_filters)} = {factor}, one halving per tokenizer stage")
+        if self.output_mode == "codebook":
+            if self.codebook_size < 2:
+                raise ValueError(f"codebook_size must be >= 2, got {self.codebook_size}")
+            if self.latent_dim:
+                raise ValueError("the codebook output mode's latent input is its sampling "
+                                 "noise: latent_dim must be 0")
+            if self.codebook_temperature < 0:
+                raise ValueError(f"codebook_temperature must be >= 0, got "
+                                 f"{self.codebook_temperature}")
+            if not 0.0 <= self.codebook_refresh <= 1.0:
+                raise ValueError(f"codebook_refresh must be in [0, 1], got "
+                                 f"{self.codebook_refresh}")
+            p = self.codebook_patch
+            if p < 1 or p & (p - 1) or p > factor:
+                raise ValueError(f"codebook_patch must be a power of two from 1 to {factor} "
+                                 f"(the token side), got {p}")
         if self.pos_embed == "sincos" and self.embed_dim % 4:
             raise ValueError(
                 f"sincos pos_embed needs embed_dim divisible by 4, got {self.embed_dim}")
@@ -143,6 +184,25 @@ class WorldModelConfig:
     def grid_size(self) -> tuple[int, int]:
         """The token grid (rows, columns)."""
         return self.height // self.patch_size, self.width // self.patch_size
+
+    @property
+    def code_grid(self) -> tuple[int, int]:
+        """The ``codebook`` mode's patch grid (rows, columns)."""
+        return self.height // self.codebook_patch, self.width // self.codebook_patch
+
+    @property
+    def latent_size(self) -> int:
+        """Length of the model's random input: ``latent_dim``, or for a sampling
+        ``codebook`` model one N(0, 1) draw per code and patch (0: none)."""
+        if self.output_mode == "codebook" and self.codebook_temperature > 0:
+            rows, cols = self.code_grid
+            return self.codebook_size * rows * cols
+        return self.latent_dim
+
+    @property
+    def latent_refresh(self) -> float:
+        """Share of a held latent a dream redraws each step at full stick."""
+        return self.codebook_refresh if self.latent_size and not self.latent_dim else 0.0
 
     @property
     def num_image_tokens(self) -> int:

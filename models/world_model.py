@@ -9,6 +9,7 @@ from torch.utils.checkpoint import checkpoint
 
 from models.attention import AdaptiveNorm, Attention, TransformerBlock, modulate
 from models.blocks import Mlp
+from models.codebook import nearest_code, patchify, unpatchify
 from models.config import WorldModelConfig
 from models.decoder import CNNDecoder
 from models.tokenizer import ActionEmbed, ConvTokenizer
@@ -32,6 +33,7 @@ class WorldModel(nn.Module):
 
     sample_grid: torch.Tensor  # in ``warp`` output mode: the identity sampling grid
     motion_scale: torch.Tensor  # and the grid units of one unit of raw motion (x, y)
+    codebook: torch.Tensor  # in ``codebook`` output mode: (codebook_size, 3 * patch^2) patches
 
     def __init__(self, config: WorldModelConfig) -> None:
         super().__init__()
@@ -58,9 +60,19 @@ class WorldModel(nn.Module):
         # adaln: the final norm's shift and scale come from the action too (DiT's last layer).
         self.final_modulation = AdaptiveNorm(c.embed_dim, 2) if adaptive else None
         warp = c.output_mode == "warp"
-        self.decoder = CNNDecoder(c.embed_dim, c.decoder_filters, c.decoder_blocks,
-                                  c.grid_size, c.activation, c.conv_norm,
-                                  out_channels=5 if warp else 3)
+        if c.output_mode == "codebook":
+            # Upsample the token grid only as far as the patch grid, then a logit per code.
+            stages = (c.patch_size // c.codebook_patch).bit_length() - 1
+            self.decoder = CNNDecoder(c.embed_dim, c.decoder_filters[:stages], c.decoder_blocks,
+                                      c.grid_size, c.activation, c.conv_norm,
+                                      out_channels=c.codebook_size)
+            # Fitted to the training recording when training starts (``set_codebook``).
+            self.register_buffer("codebook", torch.rand(
+                c.codebook_size, 3 * c.codebook_patch ** 2))
+        else:
+            self.decoder = CNNDecoder(c.embed_dim, c.decoder_filters, c.decoder_blocks,
+                                      c.grid_size, c.activation, c.conv_norm,
+                                      out_channels=5 if warp else 3)
         if warp:  # where each output pixel samples the last frame, before the motion
             identity = torch.eye(2, 3)[None]
             self.register_buffer("sample_grid", F.affine_grid(
@@ -124,15 +136,19 @@ class WorldModel(nn.Module):
             x = modulate(x, shift, scale)
         return x[:, x.shape[1] - N:]  # drop the action and register tokens
 
-    def decode(self, tokens: torch.Tensor, last_frame: torch.Tensor) -> torch.Tensor:
+    def decode(self, tokens: torch.Tensor, last_frame: torch.Tensor,
+               latent: torch.Tensor | None = None) -> torch.Tensor:
         """Image tokens (B, N, D) -> next frame (B, 3, H, W) in [0, 1].
 
         ``last_frame`` (B, 3, H, W) is the most recent context frame, which the
         ``residual`` output mode adds its predicted change to, and the ``warp``
-        mode first moves along its predicted motion.
+        mode first moves along its predicted motion. A sampling ``codebook``
+        model draws its codes with ``latent`` (see ``pick_codes``).
         """
         out = self.decoder(tokens)
         mode = self.config.output_mode
+        if mode == "codebook":
+            return self.paint(self.pick_codes(out, latent))
         if mode in ("residual", "warp"):
             if mode == "warp":
                 last_frame = self.warp(last_frame, out[:, 3:])
@@ -155,14 +171,78 @@ class WorldModel(nn.Module):
         return F.grid_sample(frame.float(), grid, mode="bicubic", padding_mode="border",
                              align_corners=False)
 
+    # -- codebook output -----------------------------------------------------
+
+    def paint(self, codes: torch.Tensor) -> torch.Tensor:
+        """``(B, h, w)`` code indices -> ``(B, 3, H, W)`` frame of codebook patches."""
+        return unpatchify(self.codebook[codes], self.config.codebook_patch)
+
+    def codes_of(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` frames -> ``(B, h, w)`` index of each patch's nearest code."""
+        return nearest_code(patchify(frames, self.config.codebook_patch), self.codebook)
+
+    @torch.no_grad()
+    def set_codebook(self, patches: torch.Tensor) -> None:
+        """Install ``(codebook_size, 3 * patch^2)`` codebook patches in [0, 1]."""
+        if tuple(patches.shape) != tuple(self.codebook.shape):
+            raise ValueError(f"a codebook must have shape {tuple(self.codebook.shape)}, got "
+                             f"{tuple(patches.shape)}")
+        self.codebook.copy_(patches)
+
+    def pick_codes(self, logits: torch.Tensor, latent: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+        """``(B, codebook_size, h, w)`` logits -> ``(B, h, w)`` codes: the most likely
+        at temperature 0 and in training mode (the roll-in's dreams), else
+        Gumbel-max draws at ``codebook_temperature`` whose Gumbel noise comes from
+        ``latent`` ``(B, latent_size)`` N(0, 1) draws (fresh ones when None), so a
+        held latent draws the same codes from the same logits."""
+        temperature = self.config.codebook_temperature
+        if temperature <= 0 or self.training:
+            return logits.argmax(1)
+        if latent is None:
+            latent = self.draw_latent(logits.shape[0], logits.device)
+        assert latent is not None
+        # N(0, 1) -> uniform (its CDF) -> Gumbel; the clamp keeps both logs finite.
+        uniform = (0.5 * (1.0 + torch.erf(latent.float() * 0.7071067811865476))).clamp(
+            1e-7, 1.0 - 1e-7)
+        gumbel = -torch.log(-torch.log(uniform)).reshape(logits.shape)
+        return (logits.float() / temperature + gumbel).argmax(1)
+
+    def refresh_latent(self, latent: torch.Tensor, controls: torch.Tensor,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """A held ``(B, latent_size)`` latent for the next step of a dream under
+        ``(B, control_dim)`` controls: ``latent_refresh`` times the largest stick
+        deflection of its entries redrawn (none at rest)."""
+        if not self.config.latent_refresh:
+            return latent
+        share = self.config.latent_refresh * controls.abs().amax(1, keepdim=True).clamp(max=1.0)
+        redraw = torch.rand(latent.shape, device=latent.device, generator=generator) < share
+        fresh = torch.randn(latent.shape, device=latent.device, generator=generator)
+        return torch.where(redraw, fresh, latent)
+
+    def code_logits(self, frames: torch.Tensor, controls: torch.Tensor,
+                    noise_level: torch.Tensor | None = None,
+                    latent: torch.Tensor | None = None) -> torch.Tensor:
+        """``codebook`` mode: ``(B, codebook_size, h, w)`` logits of the next frame's
+        patches; ``forward`` paints the codes ``pick_codes`` draws from them."""
+        if self.config.output_mode != "codebook":
+            raise ValueError(f"code_logits needs output_mode 'codebook', this model's is "
+                             f"{self.config.output_mode!r}")
+        tokens = self.tokenize(frames)
+        return self.decoder(self.trunk(tokens, self.embed_action(controls, noise_level, latent)))
+
     def forward(self, frames: torch.Tensor, controls: torch.Tensor,
                 noise_level: torch.Tensor | None = None,
-                latent: torch.Tensor | None = None) -> torch.Tensor:
+                latent: torch.Tensor | None = None, logits: bool = False) -> torch.Tensor:
+        """The next frame; with ``logits`` (``codebook`` mode, training), its code
+        logits instead (see ``code_logits``)."""
         if not _is_tracing():  # a trace would freeze these checks as constants
             self.check_inputs(frames, controls, noise_level, latent)
+        if logits:
+            return self.code_logits(frames, controls, noise_level, latent)
         tokens = self.tokenize(frames)
         tokens = self.trunk(tokens, self.embed_action(controls, noise_level, latent))
-        return self.decode(tokens, frames[:, -1])
+        return self.decode(tokens, frames[:, -1], latent)
 
     # -- helpers --------------------------------------------------------------
 
@@ -192,11 +272,12 @@ class WorldModel(nn.Module):
                 raise ValueError(f"noise_level must have shape (B,) = ({frames.shape[0]},), "
                                  f"got {tuple(noise_level.shape)}")
         if latent is not None:
-            if not c.latent_dim:
-                raise ValueError("this model's latent_dim is 0: it takes no latent")
-            if tuple(latent.shape) != (frames.shape[0], c.latent_dim):
-                raise ValueError(f"latent must have shape (B, latent_dim) = ({frames.shape[0]}, "
-                                 f"{c.latent_dim}), got {tuple(latent.shape)}")
+            if not c.latent_size:
+                raise ValueError("this model's latent_size is 0: it takes no latent")
+            if tuple(latent.shape) != (frames.shape[0], c.latent_size):
+                raise ValueError(f"latent must have shape (B, latent_size) = "
+                                 f"({frames.shape[0]}, {c.latent_size}), got "
+                                 f"{tuple(latent.shape)}")
         if not frames.is_floating_point() or not controls.is_floating_point():
             raise ValueError(
                 f"frames and controls must be floating point (frames in [0, 1]), got "
@@ -212,11 +293,11 @@ class WorldModel(nn.Module):
 
     def draw_latent(self, batch: int, device: torch.device | str = "cpu",
                     generator: torch.Generator | None = None) -> torch.Tensor | None:
-        """``(batch, latent_dim)`` N(0, 1) latents to hold for a whole dream (one
+        """``(batch, latent_size)`` N(0, 1) latents to hold for a whole dream (one
         world per dream); ``None`` for a model without a latent."""
-        if not self.config.latent_dim:
+        if not self.config.latent_size:
             return None
-        return torch.randn(batch, self.config.latent_dim, device=device, generator=generator)
+        return torch.randn(batch, self.config.latent_size, device=device, generator=generator)
 
     def set_fused_attention(self, enabled: bool) -> None:
         """Choose ``scaled_dot_product_attention`` (True) or the reference path."""

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from export.bundle import DreamLatent, latent_dim, to_image
+from export.bundle import DreamLatent, latent_dim, latent_refresh, to_image
 from play.record import resize
 from play.worlds import World
 from train.recording import RecordingWriter, load_frame, read_recording
@@ -84,7 +84,8 @@ class Dreamer:
 
     def __init__(self, backend: Any, latent: str = "hold", seed: int | None = None) -> None:
         self.backend = backend
-        self.latent = DreamLatent(latent_dim(backend.manifest), latent, seed)
+        self.latent = DreamLatent(latent_dim(backend.manifest), latent, seed,
+                                  latent_refresh(backend.manifest))
 
     def start(self, context: np.ndarray) -> None:
         """A new dream from ``(1, K, 3, H, W)`` float32 frames (and a new latent)."""
@@ -93,8 +94,8 @@ class Dreamer:
 
     def step(self, controls: np.ndarray) -> np.ndarray:
         """The next frame ``(3, H, W)``, rolled into the window."""
-        z = self.latent.next()
         sticks = np.asarray(controls, np.float32)[None]
+        z = self.latent.next(sticks)
         nxt = (self.backend.step(self.context, sticks) if z is None else
                self.backend.step(self.context, sticks, latent=z[None]))
         self.context = np.concatenate([self.context[:, 1:], nxt[:, None]], axis=1)

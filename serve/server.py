@@ -21,7 +21,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from export.bundle import LATENT_MODES, latent_dim
+from export.bundle import LATENT_MODES, latent_dim, latent_refresh
 from serve.batcher import Batcher
 from serve.metrics import Metrics
 from serve.protocol import (
@@ -189,7 +189,8 @@ class DreamServer:
                                                  f" sessions are taken; try later", True), 1013)
             return
         session = Session(self.start_frames, hello, self.fps, int(self.manifest["control_dim"]),
-                          latent_dim(self.manifest), self.config.latent)
+                          latent_dim(self.manifest), self.config.latent,
+                          latent_refresh(self.manifest))
         self.sessions[session.id] = session
         log.info("connect %s session %s mode %s encoding %s", peer, session.id, session.mode,
                  session.encoding)
@@ -254,8 +255,8 @@ class DreamServer:
 
     async def _step(self, session: Session, wake: asyncio.Event) -> None:
         start = time.perf_counter()
-        frame = await self.batcher.step(session.context, session.controls.copy(),
-                                        session.latent.next())
+        controls = session.controls.copy()
+        frame = await self.batcher.step(session.context, controls, session.latent.next(controls))
         session.apply(frame)
         self._post(session, frame, (time.perf_counter() - start) * 1000.0, wake)
 

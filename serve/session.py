@@ -54,6 +54,7 @@ class Session:
         latent_dim: The model's latent length (0: it takes none).
         latent_mode: ``hold`` one latent for each dream (a reset draws another),
             or draw a ``fresh`` one every step (see ``export.bundle.DreamLatent``).
+        latent_refresh: The share of a held latent redrawn a step at full stick.
     """
 
     start_frames: np.ndarray
@@ -62,6 +63,7 @@ class Session:
     control_dim: int = 4
     latent_dim: int = 0
     latent_mode: str = "hold"
+    latent_refresh: float = 0.0
     id: str = field(default_factory=lambda: secrets.token_hex(6))
     context: np.ndarray = field(init=False)  # (K, 3, H, W) float32
     controls: np.ndarray = field(init=False)  # (control_dim,) float32
@@ -80,7 +82,8 @@ class Session:
         self.quality = self.hello.quality
         if self.hello.fps is not None:
             self.fps = self.hello.fps
-        self.latent = DreamLatent(self.latent_dim, self.latent_mode, self.hello.seed)
+        self.latent = DreamLatent(self.latent_dim, self.latent_mode, self.hello.seed,
+                                  self.latent_refresh)
         self.reset(self.hello.seed)
 
     @property

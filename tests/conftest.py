@@ -58,3 +58,22 @@ def latent_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                      "loss.crps": 1.0}), root / "run")
     export_bundle(root / "run" / "latest.pt", root / "bundle")
     return root / "bundle"
+
+
+@pytest.fixture(scope="session")
+def codebook_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real (baby) bundle of a sampling codebook model (two steps): its latent
+    input is the noise its codes are drawn with, half of it redrawn a step at
+    full stick."""
+    pytest.importorskip("onnxruntime", reason="needs the export extra")
+    from export.exporter import export_bundle
+    from tests.train.helpers import baby_config, moving_square_recording
+    from train.loop import fit
+
+    root = tmp_path_factory.mktemp("codebook-bundle")
+    rec = moving_square_recording(root / "rec")
+    fit(baby_config(rec, steps=2, **{"model.output_mode": "codebook", "model.codebook_size": 8,
+                                     "model.codebook_patch": 2, "model.codebook_refresh": 0.5,
+                                     "model.codebook_temperature": 1.0}), root / "run")
+    export_bundle(root / "run" / "latest.pt", root / "bundle")
+    return root / "bundle"

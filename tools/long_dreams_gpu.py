@@ -118,7 +118,7 @@ def sweep(run: Path, val_dirs: list[str], args: argparse.Namespace) -> None:
     c = model.config
     val = [load_frames(d, (c.width, c.height), c.control_dim) for d in val_dirs]
     results = {}
-    for latent in ("hold", "fresh") if c.latent_dim else ("hold",):
+    for latent in ("hold", "fresh") if c.latent_size else ("hold",):
         runs = collapse_sweep(model, val, device, args.sweep_seeds, args.sweep_starts,
                               args.collapse_steps, play_noise_level(state), latent)
         results[latent] = runs

@@ -260,10 +260,15 @@ def dream(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
     ``(B, T, C)``, each prediction clamped to [0, 1] and fed back into the
     rolling window, the model told noise ``level`` ``(B,)`` (or none); returns
     ``(B, T, 3, H, W)``. A model with a latent is given ``latent``
-    ``(B, latent_dim)`` every step, or draws a fresh one each step when it is
-    None. ``net`` may be a wrapped model (DDP, compiled)."""
+    ``(B, latent_size)`` every step (its ``refresh_latent`` share redrawn after
+    the first), or draws a fresh one each step when it is None. ``net`` may be
+    a wrapped model (DDP, compiled)."""
+    model = getattr(net, "_orig_mod", net)  # torch.compile's wrapper
+    refresh = getattr(getattr(model, "module", model), "refresh_latent", None)  # and DDP's
     window, out = context, []
     for t in range(controls.shape[1]):
+        if latent is not None and t and refresh is not None:
+            latent = refresh(latent, controls[:, t])
         nxt = net(window, controls[:, t], level, latent).float().clamp(0.0, 1.0)
         out.append(nxt)
         window = torch.cat([window[:, 1:], nxt[:, None]], dim=1)

@@ -260,7 +260,7 @@ def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.devi
     report: dict[str, Any] = {"samples": int(min(samples, len(one_step))),
                               "noise_level": noise_level if model.config.noise_conditioning
                               else None,
-                              "latent": latent if model.config.latent_dim else None}
+                              "latent": latent if model.config.latent_size else None}
     still = mean_frame(recordings)
     report["one_step"] = one_step_metrics(model, one_step, evenly_spaced(len(one_step), samples),
                                           device, noise_level=noise_level, still=still)
@@ -346,14 +346,14 @@ def collapse_sweep(model: WorldModel, recordings: Sequence[Frames], device: torc
     model = model.to(device).eval()
     K, C = model.config.context_frames, model.config.control_dim
     pairs = [(start, seed) for start in starts
-             for seed in (seeds if model.config.latent_dim else seeds[:1])]
+             for seed in (seeds if model.config.latent_size else seeds[:1])]
     context = torch.stack([start_context(recordings[0], K, start) for start, _ in pairs])
     sticks = scripted_sticks(steps, C)
     if latent not in LATENT_MODES:
         raise ValueError(f"latent mode must be one of {', '.join(LATENT_MODES)}, got {latent!r}")
     z = None
-    if model.config.latent_dim and latent == "hold":
-        z = torch.stack([torch.randn(model.config.latent_dim,
+    if model.config.latent_size and latent == "hold":
+        z = torch.stack([torch.randn(model.config.latent_size,
                                      generator=torch.Generator().manual_seed(seed))
                          for _, seed in pairs]).to(device)
     torch.manual_seed(seeds[0])
@@ -361,7 +361,7 @@ def collapse_sweep(model: WorldModel, recordings: Sequence[Frames], device: torc
     dreams = dream(model, context.to(device), controls,
                    model.noise_input(len(pairs), noise_level, device), z).cpu().numpy()
     ref = reference(recordings)
-    mode = latent if model.config.latent_dim else None
+    mode = latent if model.config.latent_size else None
     return [{"start": int(start), "seed": int(seed), "latent": mode,
              **collapse_check(d, sticks, ref).to_dict()}
             for (start, seed), d in zip(pairs, dreams, strict=True)]

@@ -18,11 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 from models import Discriminator, WorldModel
+from models.codebook import kmeans, patchify
+from models.config import WorldModelConfig
 from models.device import resolve_device
 from train.checkpoint import (
     CheckpointError,
@@ -33,7 +37,13 @@ from train.checkpoint import (
     save_checkpoint,
 )
 from train.config import NoiseConfig, TrainConfig
-from train.data import WORKER_CONTEXT, StepBatches, build_datasets, to_model_inputs
+from train.data import (
+    WORKER_CONTEXT,
+    StepBatches,
+    TransitionSet,
+    build_datasets,
+    to_model_inputs,
+)
 from train.drift import dream
 from train.evaluate import evenly_spaced, one_step_metrics
 from train.losses import discriminator_loss, generator_loss, reconstruction_losses
@@ -43,8 +53,8 @@ log = logging.getLogger(__name__)
 MAX_BAD_STEPS = 20  # non-finite steps in a row before a run is declared diverged
 
 CSV_FIELDS = ["step", "seconds", "lr", "unroll", "loss", "l1", "mse", "sobel", "fft", "ssim",
-              "crps", "gan_g", "gan_d", "samples_per_s", "val_psnr", "val_copy_psnr", "val_ssim",
-              "val_l1"]
+              "crps", "ce", "gan_g", "gan_d", "samples_per_s", "val_psnr", "val_copy_psnr",
+              "val_ssim", "val_l1"]
 
 
 def _rank_device(name: str, local_rank: int) -> torch.device:
@@ -114,6 +124,21 @@ def noise_levels(noise: NoiseConfig, batch: int, generator: torch.Generator,
     return torch.where(on, u * noise.max_level, torch.zeros_like(u))
 
 
+def fit_codebook(data: TransitionSet, config: WorldModelConfig, seed: int,
+                 frames: int = 600) -> torch.Tensor:
+    """k-means centres of the patches of about ``frames`` frames spread evenly
+    over the training recordings: the ``codebook`` output mode's patches."""
+    each = max(1, frames // len(data.parts))
+    picked = []
+    for part, _ in data.parts:
+        good = np.flatnonzero(~part.bad)  # not the images that failed to decode
+        picked.append(np.asarray(part.frames[good[evenly_spaced(len(good), each)]]))
+    images = torch.from_numpy(np.concatenate(picked)).float() / 255.0
+    patches = patchify(images, config.codebook_patch).reshape(-1, 3 * config.codebook_patch ** 2)
+    log.info("fitting a codebook of %d patches to %d frames", config.codebook_size, len(images))
+    return kmeans(patches, config.codebook_size, generator=torch.Generator().manual_seed(seed))
+
+
 def roll_in(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
             level: torch.Tensor | None, latent: torch.Tensor | None = None) -> torch.Tensor:
     """The window ``(B, K, 3, H, W)`` the model reaches by dreaming ``controls.shape[1]``
@@ -142,11 +167,13 @@ def roll_in_share(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
 
 def unrolled_loss(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
                   targets: torch.Tensor, config: TrainConfig, steps: int,
-                  generator: torch.Generator,
+                  generator: torch.Generator, coder: WorldModel | None = None,
                   ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Predict ``steps`` frames, feeding each prediction back into the rolling
     window of K context frames; returns the loss terms averaged over the steps
-    and the first prediction.
+    and the first prediction. A ``codebook`` model is passed as ``coder`` too:
+    its loss is the cross-entropy of each patch's code, and the frame it feeds
+    back is painted from its most likely codes.
 
     With noise augmentation on, every step's window (true frames and fed-back
     predictions alike) gets fresh noise at a per-sample level, and a
@@ -163,9 +190,15 @@ def unrolled_loss(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
             jitter = torch.randn(window.shape, generator=generator, device=window.device)
             seen = window + jitter * level.view(-1, 1, 1, 1, 1)
         told = level if conditioned else None
-        pred = net(seen, controls[:, t], told)
-        other = net(seen, controls[:, t], told) if config.loss.crps else None  # another latent
-        step_terms = reconstruction_losses(pred, targets[:, t], config.loss, other)
+        if coder is not None:  # codebook mode: classify each patch, feed back the painted frame
+            logits = net(seen, controls[:, t], told, logits=True)
+            ce = F.cross_entropy(logits.float(), coder.codes_of(targets[:, t]))
+            step_terms = {"ce": ce, "total": ce}
+            pred = coder.paint(logits.detach().argmax(1))
+        else:
+            pred = net(seen, controls[:, t], told)
+            other = net(seen, controls[:, t], told) if config.loss.crps else None  # another latent
+            step_terms = reconstruction_losses(pred, targets[:, t], config.loss, other)
         for k, v in step_terms.items():
             terms[k] = terms[k] + v / steps if k in terms else v / steps
         first = pred if first is None else first
@@ -279,6 +312,7 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
                     "only ever sees level 0")
 
     model = WorldModel(m).to(device)
+    coder = model if m.output_mode == "codebook" else None
     ema = EMA(model, config.optim.ema_decay) if config.optim.ema_decay > 0 else None
     eval_model: WorldModel = ema.model if ema is not None else model  # type: ignore[assignment]
     optimizer = torch.optim.AdamW(param_groups(model, config.optim.weight_decay),
@@ -323,6 +357,10 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
                                       f"{missing}, unexpected {unexpected}")
         if ctx.main:
             log.info("starting from the weights of %s (step %d)", init, int(state["step"]))
+    elif coder is not None:  # a new codebook model: fit its codebook to the recordings
+        book = fit_codebook(train_set, m, config.seed).to(device)
+        coder.set_codebook(book)
+        eval_model.set_codebook(book)  # the EMA's copy (or the model itself)
 
     net: nn.Module = model
     if ctx.world > 1:
@@ -390,7 +428,7 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
                             told, held)
             with autocast():
                 terms, pred = unrolled_loss(net, context, controls, targets, config, unroll,
-                                            generator)
+                                            generator, coder)
                 loss = terms["total"]
                 if gan_on and disc is not None:
                     cond = config.gan.conditional

@@ -36,6 +36,10 @@ VARIANTS = {
     # The warp output: grid_sample in every backend.
     "adaln-k2-layernorm-warp": {"model.attention_mode": "adaln", "model.context_frames": 2,
                                 "model.conv_norm": "layer", "model.output_mode": "warp"},
+    # The codebook output: an argmax over codes and a gather of their patches.
+    "adaln-k2-codebook": {"model.attention_mode": "adaln", "model.context_frames": 2,
+                          "model.conv_norm": "layer", "model.output_mode": "codebook",
+                          "model.codebook_size": 16, "model.codebook_patch": 2},
     # A latent, trained with the CRPS: a last input of N(0, 1) draws, and no noise_level
     # before it.
     "adaln-k2-latent": {"model.attention_mode": "adaln", "model.context_frames": 2,
@@ -90,7 +94,7 @@ def test_every_backend_matches_eager(exported: tuple[Path, Path], backend: str,
     model, _ = model_from_checkpoint(checkpoint)
     runner = load_backend(bundle, backend, "cpu")
     frames, controls = inputs(runner.manifest, batch)
-    dim = model.config.latent_dim
+    dim = model.config.latent_size
     z = np.random.default_rng(1).standard_normal((batch, dim), dtype=np.float32) if dim else None
     expected = eager(model, runner.manifest, frames, controls, latent=z)
     out = runner.step(frames, controls, None, z)
@@ -148,12 +152,32 @@ def test_manifest_records_parity_and_round_trips(exported: tuple[Path, Path]) ->
     assert start.shape[1:] == (manifest["context_frames"], 3, 16, 16)
 
 
+def test_a_held_latent_is_redrawn_as_far_as_the_sticks_push() -> None:
+    held = DreamLatent(20_000, "hold", seed=0, refresh=0.2)
+    first = held.next(np.ones(4))  # the first step: the latent as drawn
+    assert first is not None
+    assert np.array_equal(held.next(np.zeros(4)), first)  # at rest: held still
+    pushed = held.next(np.array([0.0, -0.5, 0.25, 0.0]))  # half a stick: a tenth redrawn
+    assert pushed is not None
+    assert abs((pushed != first).mean() - 0.1) < 0.01
+    assert np.array_equal(held.next(), pushed)  # no sticks given: held
+    held.reset(seed=0)
+    assert np.array_equal(held.next(np.ones(4)), first)  # seeded: the same dream again
+    assert (held.next(np.ones(4)) != first).mean() > 0.15  # full stick: a fifth
+    assert np.array_equal(DreamLatent(8, "hold", seed=1).next(np.ones(4)),
+                          DreamLatent(8, "hold", seed=1, refresh=0.5).next(np.ones(4)))
+
+
 def test_onnx_bundle_runs_without_torch_or_models(exported: tuple[Path, Path],
                                                   tmp_path: Path) -> None:
     checkpoint, bundle = exported
     frames, controls = inputs(read_manifest(bundle), 3, seed=5)
     np.save(tmp_path / "frames.npy", frames)
     np.save(tmp_path / "controls.npy", controls)
+    model, _ = model_from_checkpoint(checkpoint)
+    dim = model.config.latent_size  # a stochastic model: the same draws in both
+    z = np.random.default_rng(2).standard_normal((3, dim), dtype=np.float32) if dim else None
+    np.save(tmp_path / "latent.npy", z if z is not None else np.zeros(0))
     script = f"""
 import sys
 class Forbid:
@@ -164,16 +188,16 @@ sys.meta_path.insert(0, Forbid())
 import numpy as np
 from export.onnx_runtime import OnnxBackend
 backend = OnnxBackend({str(bundle)!r}, "cpu")
+z = np.load({str(tmp_path / "latent.npy")!r})
 out = backend.step(np.load({str(tmp_path / "frames.npy")!r}),
-                   np.load({str(tmp_path / "controls.npy")!r}))
+                   np.load({str(tmp_path / "controls.npy")!r}), None, z if z.size else None)
 np.save({str(tmp_path / "out.npy")!r}, out)
 assert "torch" not in sys.modules and "models" not in sys.modules
 """
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                             text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    model, _ = model_from_checkpoint(checkpoint)
-    expected = eager(model, read_manifest(bundle), frames, controls)
+    expected = eager(model, read_manifest(bundle), frames, controls, latent=z)
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-4, rtol=0)
 
 

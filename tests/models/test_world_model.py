@@ -9,11 +9,13 @@ import torch
 
 from models import PRESETS, ResNetBlock, WorldModel, WorldModelConfig, preset
 from models.attention import AdaptiveNorm
+from models.codebook import kmeans, patchify
 from models.world_model import FLOW_PIXELS
 from tests.models.helpers import baby_config, random_inputs
 
 ALL_MODES = list(itertools.product(
-    ["concat", "interleaved", "adaln"], [0, 4], [1, 4], ["absolute", "residual", "warp"],
+    ["concat", "interleaved", "adaln"], [0, 4], [1, 4],
+    ["absolute", "residual", "warp", "codebook"],
     ["gelu", "relu"]))
 
 
@@ -287,10 +289,10 @@ def test_a_latent_model_draws_a_fresh_latent_unless_given_one(device: torch.devi
     z = torch.randn(2, 8, device=device)
     torch.testing.assert_close(model(frames, controls, None, z), model(frames, controls, None, z))
     assert (model(frames, controls) - model(frames, controls)).abs().max() > 1e-6
-    with pytest.raises(ValueError, match=r"latent must have shape \(B, latent_dim\) = \(2, 8\)"):
+    with pytest.raises(ValueError, match=r"latent must have shape \(B, latent_size\) = \(2, 8\)"):
         model(frames, controls, None, torch.zeros(2, 7, device=device))
     plain = WorldModel(baby_config()).to(device)
-    with pytest.raises(ValueError, match="latent_dim is 0: it takes no latent"):
+    with pytest.raises(ValueError, match="latent_size is 0: it takes no latent"):
         plain(frames, controls, None, z)
 
 
@@ -308,3 +310,101 @@ def test_residual_clamp_passes_gradient_to_pixels_pushed_out_of_range() -> None:
     model.eval()  # inference clamps exactly, as the exported models do
     with torch.no_grad():
         torch.testing.assert_close(model.decode(tokens, below_black), torch.zeros(1, 3, 32, 32))
+
+
+def test_codebook_mode_paints_only_codebook_patches(device: torch.device) -> None:
+    config = baby_config(output_mode="codebook", codebook_size=6, codebook_patch=2,
+                         context_frames=2, codebook_temperature=0.0)
+    model = WorldModel(config).to(device).eval()
+    codebook = torch.rand(6, 12, device=device)
+    model.set_codebook(codebook)
+    frames, controls = random_inputs(config, batch=3, device=device)
+    logits = model(frames, controls, logits=True)
+    assert logits.shape == (3, 6, 16, 16)
+    out = model(frames, controls)
+    torch.testing.assert_close(out, model.paint(logits.argmax(1)))  # the most likely codes
+    patches = patchify(out, 2)  # every 2x2 patch is a codebook row, exactly
+    assert (patches[..., None, :] == codebook).all(-1).any(-1).all()
+    torch.testing.assert_close(model.paint(model.codes_of(out)), out)
+    assert config.latent_size == 0
+    with pytest.raises(ValueError, match="codebook must have shape"):
+        model.set_codebook(torch.rand(5, 12))
+
+
+def test_a_sampling_codebook_model_draws_its_codes_with_its_latent(device: torch.device) -> None:
+    config = baby_config(output_mode="codebook", codebook_size=6, codebook_patch=2,
+                         codebook_temperature=1.0)
+    assert config.latent_size == 6 * 16 * 16
+    model = WorldModel(config).to(device).eval()
+    frames, controls = random_inputs(config, batch=2, device=device)
+    z = model.draw_latent(2, device)
+    assert z is not None
+    assert z.shape == (2, config.latent_size)
+    held = model(frames, controls, None, z)
+    torch.testing.assert_close(held, model(frames, controls, None, z))  # the same draw
+    assert (held != model(frames, controls, None, model.draw_latent(2, device))).any()
+    # The codes are drawn from the model's distribution: over many draws each
+    # patch's code frequencies follow softmax(logits / T) (T = 1 here).
+    torch.nn.init.normal_(model.decoder.head.weight, std=0.5)  # far from uniform
+    logits = model(frames[:1], controls[:1], logits=True)[0, :, 0, 0]
+    draws = torch.stack([model.pick_codes(model(frames[:1], controls[:1], logits=True))[0, 0, 0]
+                         for _ in range(2000)])
+    freq = torch.bincount(draws, minlength=6).float() / len(draws)
+    assert logits.softmax(0).max() > 0.3, logits.softmax(0)
+    assert (freq - logits.softmax(0)).abs().max() < 0.04
+    model.train()  # training's own dreams (the roll-in) paint the most likely codes
+    torch.testing.assert_close(model(frames, controls, None, z),
+                               model.paint(model(frames, controls, logits=True).argmax(1)))
+    with pytest.raises(ValueError, match="latent_dim must be 0"):
+        baby_config(output_mode="codebook", latent_dim=4)
+
+
+def test_a_held_latent_is_redrawn_only_as_far_as_the_sticks_move(device: torch.device) -> None:
+    config = baby_config(output_mode="codebook", codebook_size=6, codebook_patch=2,
+                         codebook_refresh=0.2)
+    model = WorldModel(config).to(device)
+    z = model.draw_latent(2, device)
+    assert z is not None
+    rest = torch.zeros(2, 4, device=device)
+    torch.testing.assert_close(model.refresh_latent(z, rest), z)  # at rest: held
+    half = torch.tensor([[0.5, 0, 0, 0], [0, 0, -1.0, 0.3]], device=device)
+    changed = (model.refresh_latent(z, half) != z).float().mean(1)
+    assert abs(changed[0] - 0.1) < 0.02, changed
+    assert abs(changed[1] - 0.2) < 0.02, changed
+
+
+def test_codebook_logits_train_every_parameter(device: torch.device) -> None:
+    config = baby_config(output_mode="codebook", codebook_size=8, codebook_patch=4,
+                         attention_mode="adaln", noise_conditioning=True, conv_norm="layer")
+    model = WorldModel(config).to(device).train()
+    for module in model.modules():  # open the adaLN-Zero gates as the first step would
+        if isinstance(module, AdaptiveNorm):
+            torch.nn.init.normal_(module.proj.weight, std=0.05)
+        if isinstance(module, ResNetBlock) and module.gain is not None:
+            torch.nn.init.constant_(module.gain, 0.1)
+    frames, controls = random_inputs(config, device=device)
+    logits = model(frames, controls, torch.rand(2, device=device) * 0.2, logits=True)
+    target = torch.randint(8, (2, 8, 8), device=device)
+    torch.nn.functional.cross_entropy(logits, target).backward()
+    starved = [name for name, p in model.named_parameters()
+               if p.grad is None or p.grad.abs().sum() == 0]
+    assert starved == []
+    with pytest.raises(ValueError, match="needs output_mode 'codebook'"):
+        WorldModel(baby_config()).code_logits(frames[:, -1:], controls)
+
+
+def test_codebook_patch_must_be_a_power_of_two_within_a_token() -> None:
+    for patch in (3, 16):  # the baby model's tokens are 4 pixels a side
+        with pytest.raises(ValueError, match="codebook_patch must be a power of two"):
+            baby_config(output_mode="codebook", codebook_patch=patch)
+    baby_config(output_mode="residual", codebook_patch=3)  # only the codebook mode cares
+
+
+def test_kmeans_finds_separated_clusters() -> None:
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    points = (centres.repeat(200, 1) + 0.02 * torch.randn(600, 2, generator=g))
+    found = kmeans(points, 3, generator=g)
+    assert torch.cdist(centres, found).min(1).values.max() < 0.01
+    with pytest.raises(ValueError, match="at least 3 points"):
+        kmeans(points[:2], 3)

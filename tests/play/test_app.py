@@ -88,8 +88,8 @@ def test_dream_source_rolls_a_window_of_k_frames(bundle: Path) -> None:
     np.testing.assert_array_equal(seen[3][0, 0], seen[2][0, 1])
 
 
-def test_a_latent_dream_source_holds_one_latent_until_a_reset(latent_bundle: Path) -> None:
-    backend = load_backend(latent_bundle, "onnxruntime", "cpu")
+def spy_on_latents(backend: Any) -> list[np.ndarray]:
+    """The latents ``backend.step`` is given from now on, a list that grows."""
     seen: list[np.ndarray] = []
     step = backend.step
 
@@ -98,7 +98,13 @@ def test_a_latent_dream_source_holds_one_latent_until_a_reset(latent_bundle: Pat
         seen.append(latent.copy())
         return step(frames, controls, noise_level, latent)
 
-    backend.step = spy  # type: ignore[method-assign]
+    backend.step = spy
+    return seen
+
+
+def test_a_latent_dream_source_holds_one_latent_until_a_reset(latent_bundle: Path) -> None:
+    backend = load_backend(latent_bundle, "onnxruntime", "cpu")
+    seen = spy_on_latents(backend)
     source = DreamSource(backend)
     sticks = np.array([0.5, 0, 0, 0], np.float32)
     source.reset()
@@ -182,3 +188,19 @@ def test_remote_plays_and_survives_a_server_restart(bundle: Path, tmp_path: Path
         source.close()
         asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
+
+
+def test_a_codebook_dream_source_redraws_its_noise_only_while_the_sticks_move(
+        codebook_bundle: Path) -> None:
+    backend = load_backend(codebook_bundle, "onnxruntime", "cpu")
+    seen = spy_on_latents(backend)
+    assert backend.manifest["latent_dim"] == 8 * 8 * 8  # codes x the 8x8 patch grid
+    assert backend.manifest["latent_refresh"] == 0.5
+    source = DreamSource(backend)
+    source.reset()
+    rest, push = np.zeros(4, np.float32), np.array([0, 0, 1.0, 0], np.float32)
+    for sticks in (push, rest, rest, push):
+        source.step(sticks)
+    assert np.array_equal(seen[0], seen[1])  # the first step, then at rest: held
+    assert np.array_equal(seen[1], seen[2])
+    assert abs((seen[3] != seen[2]).mean() - 0.5) < 0.05

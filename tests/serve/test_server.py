@@ -126,6 +126,29 @@ async def test_a_latent_dream_holds_its_seeded_latent_until_a_reset(latent_bundl
     await server.close()
 
 
+async def test_a_codebook_dream_draws_its_codes_as_a_mirror_of_its_session_does(
+        codebook_bundle: Path) -> None:
+    # The latent is the noise the codes are drawn with, held and redrawn as far
+    # as the sticks push: a mirror with the same seed paints the same frames.
+    server = await started(codebook_bundle)
+    mirror = load_backend(codebook_bundle, "onnxruntime", "cpu")
+    client = await DreamClient.connect(url(server), mode="lockstep", encoding="raw", seed=1)
+    await client.frame()
+    window = mirror.start_frames()[1][None].astype(np.float32) / 255.0
+    latent = DreamLatent(mirror.manifest["latent_dim"], "hold", 1, 0.5)
+    for sticks in ([0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0],
+                   [0.0, -0.5, 0.0, 0.0]):
+        got = decode_image(await client.step(sticks)).astype(int)
+        z = latent.next(np.array(sticks, np.float32))
+        assert z is not None
+        nxt = mirror.step(window, np.array([sticks], np.float32), latent=z[None])
+        window = np.concatenate([window[:, 1:], nxt[:, None]], axis=1)
+        expected = (np.clip(nxt[0], 0, 1) * 255 + 0.5).astype(int).transpose(1, 2, 0)
+        assert np.abs(got - expected).max() <= 1
+    await client.close()
+    await server.close()
+
+
 async def test_realtime_steps_at_the_fps_with_the_latest_controls(server: DreamServer) -> None:
     client = await DreamClient.connect(url(server), mode="realtime", fps=40)
     await client.frame()

@@ -15,6 +15,7 @@ import torch
 
 from tests.train.helpers import BABY_MODEL, baby_config, moving_square_recording
 from train.checkpoint import CheckpointError, list_steps, load_checkpoint, model_from_checkpoint
+from train.data import load_frames
 from train.loop import _csv_writer, fit, lr_factor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +43,24 @@ def test_fit_writes_checkpoints_config_and_metrics(tmp_path: Path) -> None:
     logged = rows(run)
     assert [int(r["step"]) for r in logged if r["loss"]] == [1, 2, 3, 4, 5, 6]
     assert all(float(r["val_psnr"]) > 0 for r in logged if r["val_psnr"])
+
+
+def test_a_codebook_run_fits_its_codebook_to_the_recording_and_keeps_it(tmp_path: Path) -> None:
+    rec = moving_square_recording(tmp_path / "rec")
+    config = baby_config(rec, **{"model.output_mode": "codebook", "model.codebook_size": 4,
+                                 "model.codebook_patch": 2, "unroll.schedule": "1,2",
+                                 "unroll.boundaries": "0.5", "unroll.rollin": 2})
+    fit(config, tmp_path / "run")
+    logged = rows(tmp_path / "run")
+    assert all(float(r["ce"]) > 0 for r in logged if r["loss"])
+    model, _ = model_from_checkpoint(tmp_path / "run" / "latest.pt")
+    # The recording is a grey floor and a yellow square: its patches are few, and
+    # the fitted codebook paints every frame back almost exactly.
+    frames = load_frames(rec, (16, 16)).frames
+    real = torch.from_numpy(frames[:12].astype("float32") / 255)
+    error = (model.paint(model.codes_of(real)) - real).abs().max()
+    assert error < 0.1, error
+    assert model(real[:, None], torch.zeros(12, 4)).shape == (12, 3, 16, 16)
 
 
 def nan_on(steps: set[int], monkeypatch: pytest.MonkeyPatch) -> list[int]:
