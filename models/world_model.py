@@ -221,15 +221,14 @@ class WorldModel(nn.Module):
         return torch.where(redraw, fresh, latent)
 
     def code_logits(self, frames: torch.Tensor, controls: torch.Tensor,
-                    noise_level: torch.Tensor | None = None,
-                    latent: torch.Tensor | None = None) -> torch.Tensor:
+                    noise_level: torch.Tensor | None = None) -> torch.Tensor:
         """``codebook`` mode: ``(B, codebook_size, h, w)`` logits of the next frame's
         patches; ``forward`` paints the codes ``pick_codes`` draws from them."""
         if self.config.output_mode != "codebook":
             raise ValueError(f"code_logits needs output_mode 'codebook', this model's is "
                              f"{self.config.output_mode!r}")
         tokens = self.tokenize(frames)
-        return self.decoder(self.trunk(tokens, self.embed_action(controls, noise_level, latent)))
+        return self.decoder(self.trunk(tokens, self.embed_action(controls, noise_level)))
 
     def forward(self, frames: torch.Tensor, controls: torch.Tensor,
                 noise_level: torch.Tensor | None = None,
@@ -239,7 +238,7 @@ class WorldModel(nn.Module):
         if not _is_tracing():  # a trace would freeze these checks as constants
             self.check_inputs(frames, controls, noise_level, latent)
         if logits:
-            return self.code_logits(frames, controls, noise_level, latent)
+            return self.code_logits(frames, controls, noise_level)  # the latent only draws
         tokens = self.tokenize(frames)
         tokens = self.trunk(tokens, self.embed_action(controls, noise_level, latent))
         return self.decode(tokens, frames[:, -1], latent)
