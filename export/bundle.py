@@ -186,7 +186,7 @@ class DreamLatent:
         if seed is not None or self.held is None:
             self._rng = np.random.default_rng(seed)
         self.held = self._draw()
-        self._steps = 0
+        self._started = False  # the first step takes the latent as drawn
 
     def _draw(self) -> np.ndarray | None:
         return self._rng.standard_normal(self.dim, dtype=np.float32) if self.dim else None
@@ -196,13 +196,13 @@ class DreamLatent:
         step's stick values, which set how much of a held latent is redrawn)."""
         if self.mode == "fresh":
             return self._draw()
-        if self.held is not None and self.refresh and self._steps and controls is not None:
+        if self.held is not None and self.refresh and self._started and controls is not None:
             push = min(1.0, float(np.abs(np.asarray(controls, np.float32)).max(initial=0.0)))
             redraw = self._rng.random(self.dim) < self.refresh * push
             fresh = self._draw()
             assert fresh is not None
             self.held = np.where(redraw, fresh, self.held).astype(np.float32)
-        self._steps += 1
+        self._started = True
         return self.held
 
 

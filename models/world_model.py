@@ -208,16 +208,15 @@ class WorldModel(nn.Module):
         gumbel = -torch.log(-torch.log(uniform)).reshape(logits.shape)
         return (logits.float() / temperature + gumbel).argmax(1)
 
-    def refresh_latent(self, latent: torch.Tensor, controls: torch.Tensor,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+    def refresh_latent(self, latent: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
         """A held ``(B, latent_size)`` latent for the next step of a dream under
         ``(B, control_dim)`` controls: ``latent_refresh`` times the largest stick
         deflection of its entries redrawn (none at rest)."""
         if not self.config.latent_refresh:
             return latent
         share = self.config.latent_refresh * controls.abs().amax(1, keepdim=True).clamp(max=1.0)
-        redraw = torch.rand(latent.shape, device=latent.device, generator=generator) < share
-        fresh = torch.randn(latent.shape, device=latent.device, generator=generator)
+        redraw = torch.rand(latent.shape, device=latent.device) < share
+        fresh = torch.randn(latent.shape, device=latent.device)
         return torch.where(redraw, fresh, latent)
 
     def code_logits(self, frames: torch.Tensor, controls: torch.Tensor,
