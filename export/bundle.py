@@ -13,8 +13,8 @@ A model trained with noise conditioning takes a third input, ``noise_level``
 ``(B,)``; the manifest's ``noise_level`` is the value to give it when playing.
 A model with a latent (the manifest's ``latent_dim``) takes a last input,
 ``latent`` ``(B, latent_dim)``: N(0, 1) draws, one plausible world each (for a
-``codebook`` model, the noise its codes are drawn with). A dream holds one
-latent throughout by default (``DreamLatent``), redrawing the manifest's
+``codebook`` model, the noise its codes are drawn with, then its grain's). A
+dream holds one latent throughout by default (``DreamLatent``), redrawing the manifest's
 ``latent_refresh`` share of it a step at full stick, or draws a fresh one
 every step.
 

@@ -53,3 +53,15 @@ def kmeans(points: torch.Tensor, k: int, iters: int = 25,
         counts = torch.bincount(assign, minlength=k).to(points.dtype)
         centres = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centres)
     return centres
+
+
+def code_spread(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """The per-dimension standard deviation ``(k, D)`` of the ``(N, D)`` points
+    nearest each of the ``(k, D)`` centres about it: the texture a centre, as
+    their mean, leaves out (zero for a centre no point is nearest)."""
+    points = points.float()
+    assign = nearest_code(points, centres)
+    sums = torch.zeros_like(centres, dtype=torch.float32).index_add_(
+        0, assign, (points - centres[assign].float()).square())
+    counts = torch.bincount(assign, minlength=len(centres)).clamp(min=1)
+    return (sums / counts[:, None]).sqrt()

@@ -87,6 +87,13 @@ class WorldModelConfig:
             such dreams fade into sky and floor. Training (the roll-in) paints
             the most likely codes: a model rolled in on drawn codes faded below
             0.7 and dissolved into speckle above it.
+        codebook_grain: Paint every patch as its code plus the code's grain: the
+            per-pixel spread of the training patches the code stands for
+            (scaled so that painted training frames keep the recording's fine
+            detail) times N(0, 1) noise that is part of the latent, held like
+            the codes' noise. A code is the mean of its patches, so without
+            grain a painted frame keeps about three quarters of the game's fine
+            detail, and none of the faint texture of Doom's sky.
         codebook_refresh: A dream holds its sampling noise, so a picture at rest
             stays still; each step redraws this share of it times the largest
             stick deflection, so a moving view keeps finding new detail.
@@ -120,6 +127,7 @@ class WorldModelConfig:
     codebook_size: int = 512
     codebook_patch: int = 4
     codebook_temperature: float = 0.8
+    codebook_grain: bool = False
     codebook_refresh: float = 0.1
 
     def __post_init__(self) -> None:
@@ -191,12 +199,22 @@ class WorldModelConfig:
         return self.height // self.codebook_patch, self.width // self.codebook_patch
 
     @property
+    def code_latent_size(self) -> int:
+        """The part of a ``codebook`` model's latent its codes are drawn with:
+        one N(0, 1) draw per code and patch (0 at temperature 0)."""
+        if self.output_mode != "codebook" or self.codebook_temperature <= 0:
+            return 0
+        rows, cols = self.code_grid
+        return self.codebook_size * rows * cols
+
+    @property
     def latent_size(self) -> int:
-        """Length of the model's random input: ``latent_dim``, or for a sampling
-        ``codebook`` model one N(0, 1) draw per code and patch (0: none)."""
-        if self.output_mode == "codebook" and self.codebook_temperature > 0:
-            rows, cols = self.code_grid
-            return self.codebook_size * rows * cols
+        """Length of the model's random input: ``latent_dim``, or for a
+        ``codebook`` model the codes' draws (``code_latent_size``) then, with
+        ``codebook_grain``, one N(0, 1) draw per pixel and channel (0: none)."""
+        if self.output_mode == "codebook":
+            grain = 3 * self.height * self.width if self.codebook_grain else 0
+            return self.code_latent_size + grain
         return self.latent_dim
 
     @property

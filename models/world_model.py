@@ -34,6 +34,7 @@ class WorldModel(nn.Module):
     sample_grid: torch.Tensor  # in ``warp`` output mode: the identity sampling grid
     motion_scale: torch.Tensor  # and the grid units of one unit of raw motion (x, y)
     codebook: torch.Tensor  # in ``codebook`` output mode: (codebook_size, 3 * patch^2) patches
+    codebook_spread: torch.Tensor  # and with ``codebook_grain``, their grain's spread, alike
 
     def __init__(self, config: WorldModelConfig) -> None:
         super().__init__()
@@ -69,6 +70,8 @@ class WorldModel(nn.Module):
             # Fitted to the training recording when training starts (``set_codebook``).
             self.register_buffer("codebook", torch.rand(
                 c.codebook_size, 3 * c.codebook_patch ** 2))
+            if c.codebook_grain:  # and each code's per-pixel spread, its grain
+                self.register_buffer("codebook_spread", torch.zeros_like(self.codebook))
         else:
             self.decoder = CNNDecoder(c.embed_dim, c.decoder_filters, c.decoder_blocks,
                                       c.grid_size, c.activation, c.conv_norm,
@@ -142,13 +145,16 @@ class WorldModel(nn.Module):
 
         ``last_frame`` (B, 3, H, W) is the most recent context frame, which the
         ``residual`` output mode adds its predicted change to, and the ``warp``
-        mode first moves along its predicted motion. A sampling ``codebook``
-        model draws its codes with ``latent`` (see ``pick_codes``).
+        mode first moves along its predicted motion. A ``codebook`` model draws
+        its codes (see ``pick_codes``) and its grain (see ``paint``) with
+        ``latent``.
         """
         out = self.decoder(tokens)
         mode = self.config.output_mode
         if mode == "codebook":
-            return self.paint(self.pick_codes(out, latent))
+            n = self.config.code_latent_size
+            codes = self.pick_codes(out, None if latent is None else latent[:, :n])
+            return self.paint(codes, None if latent is None else latent[:, n:])
         if mode in ("residual", "warp"):
             if mode == "warp":
                 last_frame = self.warp(last_frame, out[:, 3:])
@@ -173,35 +179,49 @@ class WorldModel(nn.Module):
 
     # -- codebook output -----------------------------------------------------
 
-    def paint(self, codes: torch.Tensor) -> torch.Tensor:
-        """``(B, h, w)`` code indices -> ``(B, 3, H, W)`` frame of codebook patches."""
-        return unpatchify(self.codebook[codes], self.config.codebook_patch)
+    def paint(self, codes: torch.Tensor, grain: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, h, w)`` code indices -> ``(B, 3, H, W)`` frame of codebook patches;
+        with ``codebook_grain``, each plus its spread times ``grain``, ``(B, 3 * H * W)``
+        N(0, 1) draws (fresh ones when None), clamped to [0, 1]."""
+        patches = self.codebook[codes]
+        if self.config.codebook_grain:
+            noise = torch.randn_like(patches) if grain is None else grain.reshape(patches.shape)
+            patches = (patches + self.codebook_spread[codes] * noise.to(patches.dtype)).clamp(
+                0.0, 1.0)
+        return unpatchify(patches, self.config.codebook_patch)
 
     def codes_of(self, frames: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` frames -> ``(B, h, w)`` index of each patch's nearest code."""
         return nearest_code(patchify(frames, self.config.codebook_patch), self.codebook)
 
     @torch.no_grad()
-    def set_codebook(self, patches: torch.Tensor) -> None:
-        """Install ``(codebook_size, 3 * patch^2)`` codebook patches in [0, 1]."""
-        if tuple(patches.shape) != tuple(self.codebook.shape):
-            raise ValueError(f"a codebook must have shape {tuple(self.codebook.shape)}, got "
-                             f"{tuple(patches.shape)}")
-        self.codebook.copy_(patches)
+    def set_codebook(self, patches: torch.Tensor, spread: torch.Tensor | None = None) -> None:
+        """Install ``(codebook_size, 3 * patch^2)`` codebook patches in [0, 1], and
+        with ``codebook_grain`` their grain's ``spread`` of the same shape."""
+        if (spread is not None) != self.config.codebook_grain:
+            raise ValueError("a model with codebook_grain needs its codes' spread"
+                             if spread is None else
+                             "this model has no codebook_grain: it takes no spread")
+        for name, value in (("codebook", patches), ("codebook_spread", spread)):
+            if value is None:
+                continue
+            if tuple(value.shape) != tuple(self.codebook.shape):
+                raise ValueError(f"a {name} must have shape {tuple(self.codebook.shape)}, "
+                                 f"got {tuple(value.shape)}")
+            getattr(self, name).copy_(value)
 
     def pick_codes(self, logits: torch.Tensor, latent: torch.Tensor | None = None
                    ) -> torch.Tensor:
         """``(B, codebook_size, h, w)`` logits -> ``(B, h, w)`` codes: the most likely
         at temperature 0 and in training mode (the roll-in's dreams), else
         Gumbel-max draws at ``codebook_temperature`` whose Gumbel noise comes from
-        ``latent`` ``(B, latent_size)`` N(0, 1) draws (fresh ones when None), so a
-        held latent draws the same codes from the same logits."""
+        ``latent`` ``(B, code_latent_size)`` N(0, 1) draws (fresh ones when None),
+        so a held latent draws the same codes from the same logits."""
         temperature = self.config.codebook_temperature
         if temperature <= 0 or self.training:
             return logits.argmax(1)
         if latent is None:
-            latent = self.draw_latent(logits.shape[0], logits.device)
-        assert latent is not None
+            latent = torch.randn(logits.shape, device=logits.device)
         # N(0, 1) -> uniform (its CDF) -> Gumbel; the clamp keeps both logs finite.
         uniform = (0.5 * (1.0 + torch.erf(latent.float() * 0.7071067811865476))).clamp(
             1e-7, 1.0 - 1e-7)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import Discriminator, WorldModel
-from models.codebook import kmeans, patchify
+from models.codebook import code_spread, kmeans, nearest_code, patchify, unpatchify
 from models.config import WorldModelConfig
 from models.device import resolve_device
 from train.checkpoint import (
@@ -44,7 +44,7 @@ from train.data import (
     build_datasets,
     to_model_inputs,
 )
-from train.drift import dream
+from train.drift import detail_energy, dream
 from train.evaluate import evenly_spaced, one_step_metrics
 from train.losses import discriminator_loss, generator_loss, reconstruction_losses
 
@@ -125,9 +125,10 @@ def noise_levels(noise: NoiseConfig, batch: int, generator: torch.Generator,
 
 
 def fit_codebook(data: TransitionSet, config: WorldModelConfig, seed: int,
-                 frames: int = 600) -> torch.Tensor:
+                 frames: int = 600) -> tuple[torch.Tensor, torch.Tensor | None]:
     """k-means centres of the patches of about ``frames`` frames spread evenly
-    over the training recordings: the ``codebook`` output mode's patches."""
+    over the training recordings: the ``codebook`` output mode's patches; and
+    with ``codebook_grain``, each centre's grain (``grain_spread``), else None."""
     each = max(1, frames // len(data.parts))
     picked = []
     for part, _ in data.parts:
@@ -136,7 +137,39 @@ def fit_codebook(data: TransitionSet, config: WorldModelConfig, seed: int,
     images = torch.from_numpy(np.concatenate(picked)).float() / 255.0
     patches = patchify(images, config.codebook_patch).reshape(-1, 3 * config.codebook_patch ** 2)
     log.info("fitting a codebook of %d patches to %d frames", config.codebook_size, len(images))
-    return kmeans(patches, config.codebook_size, generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    centres = kmeans(patches, config.codebook_size, generator=generator)
+    if not config.codebook_grain:
+        return centres, None
+    return centres, grain_spread(images, patches, centres, config.codebook_patch, generator)
+
+
+def grain_spread(images: torch.Tensor, patches: torch.Tensor, centres: torch.Tensor,
+                 patch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each centre's per-pixel spread (``code_spread``) times the one factor that
+    gives ``images`` (N, 3, H, W), painted with their nearest codes and that grain,
+    the fine detail (``detail_energy``) they have: Gaussian grain is finer than a
+    game's texture, so the spread itself would overshoot it."""
+    spread = code_spread(patches, centres)
+    sample = images[evenly_spaced(len(images), min(len(images), 200))]
+    codes = nearest_code(patchify(sample, patch), centres)
+    flat, noise = centres[codes], spread[codes] * torch.randn(
+        codes.shape + centres.shape[1:], generator=generator)
+    want = float(detail_energy(sample.numpy()).mean())
+
+    def detail(scale: float) -> float:
+        painted = unpatchify((flat + scale * noise).clamp(0.0, 1.0), patch)
+        return float(detail_energy(painted.numpy()).mean())
+
+    low, high = 0.0, 2.0
+    if detail(low) >= want:  # the codes alone keep all the detail: no grain
+        return torch.zeros_like(spread)
+    for _ in range(20):  # detail grows with the scale: bisect
+        mid = (low + high) / 2
+        low, high = (mid, high) if detail(mid) < want else (low, mid)
+    scale = (low + high) / 2
+    log.info("codebook grain: %.2f of each code's spread keeps the frames' fine detail", scale)
+    return spread * scale
 
 
 def roll_in(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
@@ -358,9 +391,9 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
         if ctx.main:
             log.info("starting from the weights of %s (step %d)", init, int(state["step"]))
     elif coder is not None:  # a new codebook model: fit its codebook to the recordings
-        book = fit_codebook(train_set, m, config.seed).to(device)
-        coder.set_codebook(book)
-        eval_model.set_codebook(book)  # the EMA's copy (or the model itself)
+        book, spread = fit_codebook(train_set, m, config.seed)
+        for target in (coder, eval_model):  # (the EMA's copy, or the model itself)
+            target.set_codebook(book.to(device), None if spread is None else spread.to(device))
 
     net: nn.Module = model
     if ctx.world > 1:

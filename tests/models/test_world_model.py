@@ -9,7 +9,7 @@ import torch
 
 from models import PRESETS, ResNetBlock, WorldModel, WorldModelConfig, preset
 from models.attention import AdaptiveNorm
-from models.codebook import kmeans, patchify
+from models.codebook import code_spread, kmeans, patchify, unpatchify
 from models.world_model import FLOW_PIXELS
 from tests.models.helpers import baby_config, random_inputs
 
@@ -357,6 +357,48 @@ def test_a_sampling_codebook_model_draws_its_codes_with_its_latent(device: torch
                                model.paint(model(frames, controls, logits=True).argmax(1)))
     with pytest.raises(ValueError, match="latent_dim must be 0"):
         baby_config(output_mode="codebook", latent_dim=4)
+
+
+def test_codebook_grain_paints_each_code_plus_its_spread_times_the_latent(
+        device: torch.device) -> None:
+    config = baby_config(output_mode="codebook", codebook_size=6, codebook_patch=2,
+                         codebook_temperature=0.5, codebook_grain=True)
+    plain = config.replace(codebook_grain=False)
+    codes_part = plain.latent_size
+    assert config.code_latent_size == codes_part == 6 * 16 * 16
+    assert config.latent_size == codes_part + 3 * 32 * 32  # then a draw per pixel and channel
+    assert config.replace(codebook_temperature=0.0).latent_size == 3 * 32 * 32
+    model = WorldModel(config).to(device).eval()
+    codebook = torch.rand(6, 12, device=device) * 0.5 + 0.25
+    spread = torch.rand(6, 12, device=device) * 0.05
+    model.set_codebook(codebook, spread)
+    frames, controls = random_inputs(config, batch=2, device=device)
+    z = model.draw_latent(2, device)
+    assert z is not None
+    out = model(frames, controls, None, z)
+    torch.testing.assert_close(out, model(frames, controls, None, z))  # held: the same picture
+    # The codes are drawn from the first part of the latent, as a model without
+    # grain draws them; each patch is its code plus its spread times the rest.
+    twin = WorldModel(plain).to(device).eval()
+    twin.load_state_dict(model.state_dict(), strict=False)
+    flat = twin(frames, controls, None, z[:, :codes_part])
+    codes = twin.codes_of(flat)
+    grain = spread[codes] * z[:, codes_part:].reshape(2, 16, 16, 12)
+    torch.testing.assert_close(out, unpatchify((codebook[codes] + grain).clamp(0, 1), 2))
+    assert float((out - flat).abs().max()) > 0.01
+    model.set_codebook(codebook, torch.zeros_like(spread))  # no spread: no grain
+    torch.testing.assert_close(model(frames, controls, None, z), flat)
+    with pytest.raises(ValueError, match="needs its codes' spread"):
+        model.set_codebook(codebook)
+    with pytest.raises(ValueError, match="takes no spread"):
+        twin.set_codebook(codebook, spread)
+
+
+def test_code_spread_is_the_spread_of_each_codes_own_patches() -> None:
+    points = torch.tensor([[0.0, 1.0], [2.0, 1.0], [10.0, 10.0], [10.0, 14.0]])
+    centres = torch.tensor([[1.0, 1.0], [10.0, 12.0], [50.0, 50.0]])
+    torch.testing.assert_close(code_spread(points, centres),
+                               torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]]))
 
 
 def test_a_held_latent_is_redrawn_only_as_far_as_the_sticks_move(device: torch.device) -> None:

@@ -194,7 +194,8 @@ def test_a_codebook_dream_source_redraws_its_noise_only_while_the_sticks_move(
         codebook_bundle: Path) -> None:
     backend = load_backend(codebook_bundle, "onnxruntime", "cpu")
     seen = spy_on_latents(backend)
-    assert backend.manifest["latent_dim"] == 8 * 8 * 8  # codes x the 8x8 patch grid
+    # codes x the 8x8 patch grid, then the grain: 3 x 16 x 16 pixels
+    assert backend.manifest["latent_dim"] == 8 * 8 * 8 + 3 * 16 * 16
     assert backend.manifest["latent_refresh"] == 0.5
     source = DreamSource(backend)
     source.reset()

@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 import torch
 
+from models.codebook import code_spread, kmeans, nearest_code, patchify, unpatchify
 from tests.train.helpers import BABY_MODEL, baby_config, moving_square_recording
 from train.checkpoint import CheckpointError, list_steps, load_checkpoint, model_from_checkpoint
 from train.data import load_frames
-from train.loop import _csv_writer, fit, lr_factor
+from train.drift import detail_energy
+from train.loop import _csv_writer, fit, grain_spread, lr_factor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,11 +47,14 @@ def test_fit_writes_checkpoints_config_and_metrics(tmp_path: Path) -> None:
     assert all(float(r["val_psnr"]) > 0 for r in logged if r["val_psnr"])
 
 
-def test_a_codebook_run_fits_its_codebook_to_the_recording_and_keeps_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("grain", [False, True])
+def test_a_codebook_run_fits_its_codebook_to_the_recording_and_keeps_it(
+        tmp_path: Path, grain: bool) -> None:
     rec = moving_square_recording(tmp_path / "rec")
     config = baby_config(rec, **{"model.output_mode": "codebook", "model.codebook_size": 4,
                                  "model.codebook_patch": 2, "unroll.schedule": "1,2",
-                                 "unroll.boundaries": "0.5", "unroll.rollin": 2})
+                                 "unroll.boundaries": "0.5", "unroll.rollin": 2,
+                                 "model.codebook_grain": grain})
     fit(config, tmp_path / "run")
     logged = rows(tmp_path / "run")
     assert all(float(r["ce"]) > 0 for r in logged if r["loss"])
@@ -61,6 +66,38 @@ def test_a_codebook_run_fits_its_codebook_to_the_recording_and_keeps_it(tmp_path
     error = (model.paint(model.codes_of(real)) - real).abs().max()
     assert error < 0.1, error
     assert model(real[:, None], torch.zeros(12, 4)).shape == (12, 3, 16, 16)
+    if grain:  # the grain's spread is fitted with the codes and kept beside them
+        state = load_checkpoint(tmp_path / "run" / "latest.pt")
+        torch.testing.assert_close(model.codebook_spread, state["ema"]["codebook_spread"])
+        assert torch.isfinite(model.codebook_spread).all()
+        assert float(model.codebook_spread.min()) >= 0
+
+
+def test_codebook_grain_gives_painted_frames_the_fine_detail_of_the_real_ones() -> None:
+    gen = torch.Generator().manual_seed(0)
+    # A faintly grainy dark sky over a floor of a coarser, smoother texture: a few
+    # codes keep the two apart but paint both flatter.
+    sky = 0.05 + 0.02 * torch.randn(40, 3, 8, 16, generator=gen)
+    floor = 0.4 + 0.4 * torch.nn.functional.avg_pool2d(
+        torch.randn(40, 3, 10, 18, generator=gen), 3, 1)
+    images = torch.cat([sky, floor], dim=2).clamp(0, 1)
+    patches = patchify(images, 2).reshape(-1, 12)
+    centres = kmeans(patches, 8, generator=gen)
+    codes = nearest_code(patchify(images, 2), centres)
+    want = float(detail_energy(images.numpy()).mean())
+    flat = unpatchify(centres[codes], 2)
+    assert float(detail_energy(flat.numpy()).mean()) < 0.8 * want
+    spread = grain_spread(images, patches, centres, 2, gen)
+    noise = torch.randn((*codes.shape, 12), generator=gen)  # another draw than the fit's
+    painted = unpatchify((centres[codes] + spread[codes] * noise).clamp(0, 1), 2)
+    assert abs(float(detail_energy(painted.numpy()).mean()) / want - 1) < 0.05
+    # The spread is each code's own, scaled by one factor well below 1 (the grain
+    # is finer than the floor's texture); the sky's codes get a faint grain.
+    raw = code_spread(patches, centres)
+    scale = (spread / raw.clamp(min=1e-9))[raw > 0]
+    assert 0.3 < float(scale.min()) <= float(scale.max()) < 0.8
+    sky_codes = codes[:, :4].unique()
+    assert float(spread[sky_codes].mean()) < 0.5 * float(spread.mean())
 
 
 def nan_on(steps: set[int], monkeypatch: pytest.MonkeyPatch) -> list[int]:
