@@ -207,7 +207,10 @@ def write_report(result: DemoResult, options: DemoOptions) -> Path:
             f"<tr><td>{name}</td><td>{f['batch1_max_abs']:.1e}</td>"
             f"<td>{f['batch8_max_abs']:.1e}</td><td>{f['rollout16_max_abs']:.1e}</td></tr>"
             for name, f in parity.items() if isinstance(f, dict))
-        + "</table><p class=muted>Largest difference from eager PyTorch.</p>",
+        + "</table><p class=muted>Largest difference from eager PyTorch"
+        + (f"; a codebook model's patches where two codes tie within float rounding may "
+           f"take either (at most {parity['tie_share']:.0%} of them may), and are left "
+           f"out." if "tie_share" in parity else ".") + "</p>",
         "<h2>Play it</h2>",
         f"<pre>python -m play dream --bundle {html.escape(str(work / 'bundle'))}\n"
         f"python -m serve --bundle {html.escape(str(work / 'bundle'))}   "

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from export.bundle import MANIFEST, ONNX_FILE, BundleError, DreamLatent, read_manifest
-from export.exporter import export_bundle
+from export.exporter import ParityError, check_parity, export_bundle, parity
 from export.runtime import load_backend
 from models import WorldModel
 from tests.train.helpers import baby_config, moving_square_recording
@@ -133,6 +133,43 @@ def test_a_dream_latent_is_held_or_fresh_and_seeded() -> None:
     assert DreamLatent(0).next() is None  # a model without a latent
     with pytest.raises(ValueError, match="latent mode must be one of hold, fresh, got 'fixed'"):
         DreamLatent(8, "fixed")
+
+
+class _Painter:
+    """A stand-in backend painting 2x2 patches from its frames' last context
+    frame; ``flip`` changes that many patches of each call's output (the
+    backend that took the other side of an argmax tie)."""
+
+    def __init__(self, flip: int = 0) -> None:
+        self.flip = flip
+        self.manifest = {"latent_dim": 0,
+                         "model": {"output_mode": "codebook", "codebook_patch": 2}}
+
+    def step(self, frames: np.ndarray, controls: np.ndarray, level: Any = None,
+             latent: Any = None) -> np.ndarray:
+        out = 1.0 - frames[:, -1]
+        B, _, H, W = out.shape
+        patches = out.reshape(B, 3, H // 2, 2, W // 2, 2).transpose(0, 2, 4, 1, 3, 5)
+        flat = patches.reshape(B, -1, 12).copy()
+        flat[:, :self.flip] = 0.5 - flat[:, :self.flip]  # another code in those patches
+        return flat.reshape(B, H // 2, W // 2, 3, 2, 2).transpose(0, 3, 1, 4, 2, 5).reshape(
+            out.shape).astype(np.float32)
+
+
+def test_a_codebook_models_parity_allows_its_ties_but_not_a_broken_export() -> None:
+    start = np.random.default_rng(0).integers(0, 256, (4, 1, 3, 32, 32)).astype(np.uint8)
+    same = parity(_Painter(), _Painter(), start, 4)
+    assert same["batch8_tied_share"] == same["rollout16_tied_share"] == 0.0
+    assert same["batch8_max_abs"] == 0.0
+    # One patch of the 256 a frame took the other code: a tie, not a broken export;
+    # the rest agree exactly, and the rollout does not drift away after it.
+    tie = parity(_Painter(), _Painter(flip=1), start, 4)
+    assert tie["batch8_tied_share"] == tie["rollout16_tied_share"] == pytest.approx(1 / 256)
+    assert tie["batch8_max_abs"] == tie["rollout16_max_abs"] == 0.0
+    check_parity("painter", tie)
+    for flips in (8, 256):  # 3 % of the patches, or all of them: broken
+        with pytest.raises(ParityError, match="batch1_tied_share"):
+            check_parity("painter", parity(_Painter(), _Painter(flip=flips), start, 4))
 
 
 def test_manifest_records_parity_and_round_trips(exported: tuple[Path, Path]) -> None:
