@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-steps", type=int, help="optimizer steps (default: the preset's)")
     p.add_argument("--frames", type=int,
                    help="frames the client plays through the server (default: 300, quick: 100)")
-    p.add_argument("--config", default="tiny", help="training preset (default: tiny)")
+    p.add_argument("--config", default="tiny-codebook",
+                   help="training preset (default: tiny-codebook, whose dreams last)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-play", action="store_true", help="do not open the player at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

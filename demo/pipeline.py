@@ -48,7 +48,7 @@ class DemoOptions:
     val_steps: int = 0
     train_steps: int = 0
     frames: int = 0
-    config: str = "tiny"
+    config: str = "tiny-codebook"
     device: str = "auto"
     progress: bool = True
 

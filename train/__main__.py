@@ -45,7 +45,8 @@ def fit_parser() -> argparse.ArgumentParser:
                    help="recording directory to validate on (repeatable); without it the last "
                         "10%% of each recording's episodes are held out")
     p.add_argument("--config", default="tiny",
-                   help="TOML preset in configs/ (tiny, small, base) or a path (default: tiny)")
+                   help="TOML preset in configs/ (tiny, tiny-codebook, small, base) or a path "
+                        "(default: tiny)")
     p.add_argument("--run-dir", dest="run", type=Path, default=Path("runs/default"),
                    help="run directory for checkpoints and logs (default: runs/default; "
                         "named so that torchrun does not take it for its --run-path)")
