@@ -86,6 +86,12 @@ class _UnitTimer:
         self.device = resolve_device(config.device)
         m = config.model
         self.model = WorldModel(m).to(self.device).train()
+        # A codebook model's step also finds each target patch's code: time it with
+        # random codes (their values do not change the cost).
+        self.coder = self.model if m.output_mode == "codebook" else None
+        if self.coder is not None:
+            book = torch.rand(self.coder.codebook.shape, device=self.device)
+            self.coder.set_codebook(book, book * 0.1 if m.codebook_grain else None)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.amp = autocast_dtype(config.precision, self.device)
         B, d = config.batch_size, self.device
@@ -115,7 +121,7 @@ class _UnitTimer:
         start = time.perf_counter()
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             terms, _ = unrolled_loss(self.model, self.context, self.controls, self.targets,
-                                     self.config, 1, self.generator)
+                                     self.config, 1, self.generator, self.coder)
         self.opt.zero_grad(set_to_none=True)
         terms["total"].backward()  # type: ignore[no-untyped-call]
         self.opt.step()

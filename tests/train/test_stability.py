@@ -669,6 +669,20 @@ def test_each_run_leads_over_the_baseline_of_its_own_seed() -> None:
     assert 2.0 < mean < 3.0
 
 
+def test_the_ablation_times_a_codebook_preset_with_its_cross_entropy(tmp_path: Path) -> None:
+    # `train ablate --config tiny-codebook` times each variant's step before it
+    # trains anything; a codebook model's loss needs its codebook to find the
+    # targets' codes, so the timing must give it one.
+    from tests.train.helpers import baby_config
+    from train.ablation import VARIANTS, step_seconds
+
+    base = baby_config(tmp_path, **{"model.output_mode": "codebook", "model.codebook_size": 8,
+                                    "model.codebook_patch": 2, "model.codebook_grain": True})
+    configs = {name: base.replace(VARIANTS[name]) for name in ("baseline", "all-remedies")}
+    seconds = step_seconds(configs, rounds=1)
+    assert all(0 < s < 60 for s in seconds.values())
+
+
 def test_an_ablation_variant_is_defined_as_another_with_overrides() -> None:
     from train.ablation import define_variants
 
