@@ -97,6 +97,13 @@ class WorldModelConfig:
         codebook_refresh: A dream holds its sampling noise, so a picture at rest
             stays still; each step redraws this share of it times the largest
             stick deflection, so a moving view keeps finding new detail.
+        stick_view: The tokenizer also sees the last context frame moved as the
+            sticks move the view: shifted and zoomed by a linear map of the
+            controls, learned from zero (the identity) through bilinear
+            resampling. Doom's view moves as a whole when the player turns or
+            walks; with the moved frame in hand the model can copy the picture
+            a turn brings instead of learning to shift texture, which models
+            trained on noisy or dreamed context never learned on a CPU.
         grad_checkpointing: Recompute each transformer layer in the backward pass
             to save memory (training only; outputs are unchanged).
     """
@@ -123,6 +130,7 @@ class WorldModelConfig:
     dropout: float = 0.0
     noise_conditioning: bool = False
     latent_dim: int = 0
+    stick_view: bool = False
     grad_checkpointing: bool = False
     codebook_size: int = 512
     codebook_patch: int = 4

@@ -31,7 +31,7 @@ class WorldModel(nn.Module):
             to rebuild it.
     """
 
-    sample_grid: torch.Tensor  # in ``warp`` output mode: the identity sampling grid
+    sample_grid: torch.Tensor  # in ``warp`` mode or with ``stick_view``: the identity grid
     motion_scale: torch.Tensor  # and the grid units of one unit of raw motion (x, y)
     codebook: torch.Tensor  # in ``codebook`` output mode: (codebook_size, 3 * patch^2) patches
     codebook_spread: torch.Tensor  # and with ``codebook_grain``, their grain's spread, alike
@@ -42,9 +42,11 @@ class WorldModel(nn.Module):
         c = config
         self.grad_checkpointing = c.grad_checkpointing
         self.tokenizer = ConvTokenizer(
-            3 * c.context_frames, c.tokenizer_filters, c.tokenizer_blocks, c.embed_dim,
-            c.grid_size, c.activation, c.pos_embed, c.dropout, c.conv_norm)
+            3 * (c.context_frames + c.stick_view), c.tokenizer_filters, c.tokenizer_blocks,
+            c.embed_dim, c.grid_size, c.activation, c.pos_embed, c.dropout, c.conv_norm)
         self.action_embed = ActionEmbed(c.control_dim, c.action_hidden, c.embed_dim, c.activation)
+        # stick_view: the controls -> the view's shift (x, y) and zoom, raw units.
+        self.view_motion = nn.Linear(c.control_dim, 3) if c.stick_view else None
         self.noise_embed: Mlp | None = None
         if c.noise_conditioning:
             self.noise_embed = Mlp(1, c.action_hidden, c.embed_dim, c.activation)
@@ -76,7 +78,7 @@ class WorldModel(nn.Module):
             self.decoder = CNNDecoder(c.embed_dim, c.decoder_filters, c.decoder_blocks,
                                       c.grid_size, c.activation, c.conv_norm,
                                       out_channels=5 if warp else 3)
-        if warp:  # where each output pixel samples the last frame, before the motion
+        if warp or c.stick_view:  # where each pixel samples the last frame, before the motion
             identity = torch.eye(2, 3)[None]
             self.register_buffer("sample_grid", F.affine_grid(
                 identity, [1, 3, c.height, c.width], align_corners=False), persistent=False)
@@ -89,13 +91,36 @@ class WorldModel(nn.Module):
                 module.reset_parameters()  # back to zero after the generic init
         if self.registers is not None:
             nn.init.trunc_normal_(self.registers, std=0.02)
+        if self.view_motion is not None:  # the moved view starts as the last frame itself
+            nn.init.zeros_(self.view_motion.weight)
+            nn.init.zeros_(self.view_motion.bias)
 
     # -- stages ---------------------------------------------------------------
 
-    def tokenize(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(B, K, 3, H, W)`` frames -> ``(B, N, D)`` image tokens with positions."""
+    def tokenize(self, frames: torch.Tensor, controls: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """``(B, K, 3, H, W)`` frames -> ``(B, N, D)`` image tokens with positions;
+        with ``stick_view``, the ``(B, control_dim)`` controls move the view too."""
         B, K, C, H, W = frames.shape
-        return self.tokenizer(frames.reshape(B, K * C, H, W))  # stack frames on channels
+        stacked = frames.reshape(B, K * C, H, W)  # stack frames on channels
+        if self.view_motion is not None:
+            if controls is None:
+                raise ValueError("a stick_view model tokenizes its frames with the controls")
+            stacked = torch.cat([stacked, self.moved_view(frames[:, -1], controls)], 1)
+        return self.tokenizer(stacked)
+
+    def moved_view(self, frame: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+        """``stick_view``: ``frame`` (B, 3, H, W) shifted and zoomed as a linear map of
+        the ``(B, control_dim)`` controls says the view moves, bilinearly (the model
+        paints its own output from it, so this resampling is never fed back);
+        pixels from beyond the edge repeat the border."""
+        assert self.view_motion is not None
+        motion = self.view_motion(controls.float()).float()  # (B, 3): x, y, zoom
+        shift = (motion[:, :2] * self.motion_scale)[:, None, None, :]
+        zoom = torch.exp(-VIEW_ZOOM * motion[:, 2])[:, None, None, None]  # > 0: zoom in
+        moved = F.grid_sample(frame.float(), self.sample_grid * zoom + shift, mode="bilinear",
+                              padding_mode="border", align_corners=False)
+        return moved.to(frame.dtype)
 
     def embed_action(self, controls: torch.Tensor, noise_level: torch.Tensor | None = None,
                      latent: torch.Tensor | None = None) -> torch.Tensor:
@@ -246,7 +271,7 @@ class WorldModel(nn.Module):
         if self.config.output_mode != "codebook":
             raise ValueError(f"code_logits needs output_mode 'codebook', this model's is "
                              f"{self.config.output_mode!r}")
-        tokens = self.tokenize(frames)
+        tokens = self.tokenize(frames, controls)
         return self.decoder(self.trunk(tokens, self.embed_action(controls, noise_level)))
 
     def forward(self, frames: torch.Tensor, controls: torch.Tensor,
@@ -258,7 +283,7 @@ class WorldModel(nn.Module):
             self.check_inputs(frames, controls, noise_level, latent)
         if logits:
             return self.code_logits(frames, controls, noise_level)  # the latent only draws
-        tokens = self.tokenize(frames)
+        tokens = self.tokenize(frames, controls)
         tokens = self.trunk(tokens, self.embed_action(controls, noise_level, latent))
         return self.decode(tokens, frames[:, -1], latent)
 
@@ -338,6 +363,9 @@ NOISE_INPUT_SCALE = 10.0
 # A warp model's raw motion output of 1 moves the picture this many pixels: at
 # 64x64 a full-stick turn in Doom is about 8.
 FLOW_PIXELS = 8.0
+
+# A stick_view model's raw zoom of 1 scales the view by e^0.1, about a tenth.
+VIEW_ZOOM = 0.1
 
 
 def _is_tracing() -> bool:

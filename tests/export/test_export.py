@@ -332,3 +332,29 @@ def test_noise_conditioning_is_a_third_input_with_the_play_level_as_default(
     (bundle / MANIFEST).write_text(json.dumps(plain_manifest))
     with pytest.raises(BundleError, match=r"noise_conditioning and model\.latent_dim decide"):
         load_backend(bundle, "onnxruntime", "cpu")
+
+
+def test_a_stick_view_model_moves_its_view_alike_in_every_backend(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = tmp_path_factory.mktemp("view")
+    rec = moving_square_recording(root / "rec")
+    fit(baby_config(rec, steps=2, **{"model.stick_view": True, "model.context_frames": 2,
+                                     "model.output_mode": "residual"}), root / "run")
+    checkpoint = root / "run" / "latest.pt"
+    state = torch.load(checkpoint, weights_only=False)
+    moved = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))  # a view that moves
+    for weights in (state["model"], state["ema"]):
+        weights["view_motion.weight"] = moved
+    torch.save(state, checkpoint)
+    export_bundle(checkpoint, root / "bundle")
+    manifest = read_manifest(root / "bundle")
+    for backend in ("onnxruntime", "torchscript"):
+        assert manifest["parity"][backend]["batch8_max_abs"] <= 1e-4, manifest["parity"]
+    model, _ = model_from_checkpoint(checkpoint)
+    frames, controls = inputs(manifest, 4, seed=1)
+    with torch.no_grad():
+        view = model.moved_view(torch.from_numpy(frames[:, -1]), torch.from_numpy(controls))
+    assert float((view - torch.from_numpy(frames[:, -1])).abs().mean()) > 0.05  # it moved
+    runner = load_backend(root / "bundle", "onnxruntime", "cpu")
+    np.testing.assert_allclose(runner.step(frames, controls), eager(model, manifest, frames,
+                                                                    controls), atol=1e-4)

@@ -78,6 +78,55 @@ def test_warp_moves_the_picture_by_the_motion_field(device: torch.device) -> Non
     torch.testing.assert_close(half[1, :, 2:-2], ramp[1, :, 2:-2] - 0.5 / 31)
 
 
+def test_stick_view_moves_the_last_frame_as_its_map_of_the_sticks_says(
+        device: torch.device) -> None:
+    config = baby_config(stick_view=True, context_frames=2, output_mode="residual")
+    model = WorldModel(config).to(device)
+    frame = torch.rand(2, 3, 32, 32, device=device)
+    turn = torch.tensor([[0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]], device=device)
+    torch.testing.assert_close(model.moved_view(frame, turn), frame)  # untrained: the frame
+    assert model.view_motion is not None
+    with torch.no_grad():  # a full turn samples 2 pixels to the right: the view moves left
+        model.view_motion.weight[0, 2] = 2 / FLOW_PIXELS
+    moved = model.moved_view(frame, turn)
+    torch.testing.assert_close(moved[0, :, :, :-2], frame[0, :, :, 2:])
+    torch.testing.assert_close(moved[1], frame[1])  # at rest the view stays
+    ramp = torch.linspace(0, 1, 32, device=device).view(1, 1, 1, 32).expand(1, 3, 32, 32)
+    with torch.no_grad():
+        model.view_motion.bias[2] = 2.0  # zoom in by e^0.2 about the centre
+    zoomed = model.moved_view(ramp, turn[1:])
+    expected = (ramp - 0.5) * torch.exp(torch.tensor(-0.2)).item() + 0.5
+    torch.testing.assert_close(zoomed[..., 2:-2], expected[..., 2:-2])
+    # The tokenizer sees the moved view beside the K frames, so it needs the controls.
+    frames = torch.rand(2, 2, 3, 32, 32, device=device)
+    assert model.tokenize(frames, turn).shape == model.tokenize(frames, turn.flip(0)).shape
+    with pytest.raises(ValueError, match="controls"):
+        model.tokenize(frames)
+
+
+def test_the_stick_view_learns_how_far_a_turn_moves_the_picture(device: torch.device) -> None:
+    torch.manual_seed(0)
+    model = WorldModel(baby_config(stick_view=True, output_mode="residual")).to(device)
+    assert model.view_motion is not None
+    smooth = torch.nn.functional.avg_pool2d(torch.rand(8, 3, 40, 40, device=device), 9, 1)
+    sticks = torch.rand(8, 4, device=device) * 2 - 1
+    # The game: a turn of s moves the picture 3s pixels to the left; nothing else moves it.
+    shift = model.motion_scale[0] * 3 / FLOW_PIXELS * sticks[:, 2]
+    grid = model.sample_grid.expand(8, -1, -1, -1).clone()
+    grid[..., 0] += shift[:, None, None]
+    target = torch.nn.functional.grid_sample(smooth, grid, mode="bilinear",
+                                             padding_mode="border", align_corners=False)
+    optimizer = torch.optim.Adam(model.view_motion.parameters(), lr=0.02)
+    for _ in range(150):
+        optimizer.zero_grad()
+        loss = (model.moved_view(smooth, sticks) - target)[..., 4:-4, 4:-4].abs().mean()
+        loss.backward()
+        optimizer.step()
+    learned = model.view_motion.weight.detach() * FLOW_PIXELS  # pixels per unit of stick
+    assert abs(float(learned[0, 2]) - 3) < 0.3, learned
+    assert float(learned[0].abs().sum() - learned[0, 2].abs()) < 0.5, learned
+
+
 def test_warp_keeps_the_detail_that_bilinear_resampling_loses(device: torch.device) -> None:
     from train.drift import detail_energy
 
