@@ -67,22 +67,34 @@ def eval_table(report: dict[str, Any]) -> str:
             f"{body}</table>")
 
 
-def sticks_html(sticks: dict[str, dict[str, float]]) -> str:
-    """Does the dream listen to each stick? (``train.evaluate.stick_response``)"""
+def sticks_html(sticks: dict[str, dict[str, float]],
+                motion: dict[str, dict[str, list[float]]] | None = None) -> str:
+    """Does the dream listen to each stick? (``train.evaluate.stick_response`` and
+    ``view_motion``)"""
     def verdict(ratio: float) -> str:
         return '<span class="bad">ignored</span>' if ratio < 1.005 else \
             '<span class="good">followed</span>'
 
+    def moves(name: str) -> str:
+        if not motion or name not in motion:
+            return "<td>–</td><td>–</td>"
+        dream, game = motion[name]["dream"], motion[name]["game"]
+        return (f"<td>{dream[0]:+.1f}, {dream[1]:+.1f}</td>"
+                f"<td>{game[0]:+.1f}, {game[1]:+.1f}</td>")
+
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{r['flip_l1_ratio']:.2f}x</td>"
-        f"<td>{r['response']:.2f}</td><td>{verdict(r['flip_l1_ratio'])}</td></tr>"
+        f"<td>{r['response']:.2f}</td>{moves(name)}<td>{verdict(r['flip_l1_ratio'])}</td></tr>"
         for name, r in sticks.items())
     return ("<h2>Does it listen to the sticks?</h2><table><tr><th>stick axis</th>"
-            "<th>error with the axis flipped</th><th>picture moves</th><th></th></tr>"
+            "<th>error with the axis flipped</th><th>picture moves</th>"
+            "<th>dream's view moves (x, y px a step)</th><th>game's view moves</th><th></th></tr>"
             f"{rows}</table><p class=muted>On held-out frames where the axis is pushed at "
             "least half way: the one-step error with that axis flipped over the error with the "
             "true sticks (1.00x: the model ignores it), and how much the picture changes when "
-            "it flips, over the real frame-to-frame change.</p>")
+            "it flips, over the real frame-to-frame change. Then how far the whole picture "
+            "shifts a step in a 12-step dream with only that axis pushed all the way, beside "
+            "the game's own frames where it is.</p>")
 
 
 def _at(step: int | None) -> str:
@@ -182,7 +194,7 @@ def write_report(result: DemoResult, options: DemoOptions) -> Path:
         "predictions for that many steps, under the recorded sticks."
         + (f" The model is told a context noise level of {noise:g}." if noise else "")
         + "</p>",
-        sticks_html(ev["sticks"]) if ev.get("sticks") else "",
+        sticks_html(ev["sticks"], ev.get("view_motion")) if ev.get("sticks") else "",
         "<h2>Reality beside the dream</h2>",
         _figure(work / "eval" / "rollout.gif",
                 "Left: the real held-out episode. Right: the dream, started from the same "

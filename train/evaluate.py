@@ -131,6 +131,76 @@ def stick_response(model: WorldModel, data: TransitionSet, device: torch.device,
     return out
 
 
+def best_shift(a: np.ndarray, b: np.ndarray, reach: int = 8) -> np.ndarray:
+    """For pairs of ``(N, 3, H, W)`` frames, the whole-pixel shifts ``(N, 2)``
+    (x, then y, each searched alone up to ``reach``) that best carry each ``a``
+    to its ``b`` (least mean absolute difference where they overlap): +x when
+    the picture moves left, as it does when the view turns right."""
+    out = np.zeros((len(a), 2))
+    for axis, dim in ((0, 3), (1, 2)):
+        errors = []
+        for s in range(-reach, reach + 1):
+            n = a.shape[dim] - abs(s)
+            src = np.take(a, range(max(s, 0), max(s, 0) + n), axis=dim)
+            dst = np.take(b, range(max(-s, 0), max(-s, 0) + n), axis=dim)
+            errors.append(np.abs(dst - src).reshape(len(a), -1).mean(1))
+        out[:, axis] = np.argmin(np.stack(errors, 1), 1) - reach
+    return out
+
+
+@torch.no_grad()
+def view_motion(model: WorldModel, recordings: Sequence[Frames], device: torch.device,
+                noise_level: float = 0.0, starts: int = 24, steps: int = 12,
+                pushed: float = 0.9) -> dict[str, dict[str, list[float]]]:
+    """How far each stick axis moves the view a step, in the dream and in the game.
+
+    ``game``: the mean whole-frame shift (x, y pixels, see ``best_shift``) between
+    the recording's consecutive frames where the axis is pushed at least
+    ``pushed``, signed as the axis is. ``dream``: from ``starts`` held-out
+    contexts, dream ``steps`` steps with only that axis at +1, again at -1, and
+    half the difference of the mean shifts. A dream that follows the sticks
+    moves as far as the game (a Doom turn at full stick: about 5 pixels at 64x64);
+    one that ignores them, 0 (the stick response's flipped L1 says so one step
+    out, this says it a dozen steps into a dream)."""
+    was_training = model.training
+    model.eval()
+    K, C = model.config.context_frames, model.config.control_dim
+    names = STICK_NAMES if len(STICK_NAMES) == C else tuple(f"axis_{i}" for i in range(C))
+    # Consecutive readable frames of one segment, and the sticks applied between.
+    pairs = [(f, transition_rows(f, 1)) for f in recordings]
+    firsts = np.concatenate([np.asarray(f.frames[r[:, 0]]) for f, r in pairs])
+    seconds = np.concatenate([np.asarray(f.frames[r[:, 1]]) for f, r in pairs])
+    applied = np.concatenate([f.controls[r[:, 1]] for f, r in pairs])
+    candidates = [(f, int(r[0])) for f in recordings for r in transition_rows(f, K)]
+    chosen = [candidates[i] for i in evenly_spaced(len(candidates), starts)]
+    if not chosen:
+        return {}
+    context = torch.stack([start_context(f, K, i) for f, i in chosen]).to(device)
+    level = model.noise_input(len(context), noise_level, device)
+    out: dict[str, dict[str, list[float]]] = {}
+    for axis, name in enumerate(names):
+        idx = np.flatnonzero(np.abs(applied[:, axis]) >= pushed)
+        if not len(idx):
+            continue
+        idx = idx[evenly_spaced(len(idx), 256)]
+        game = best_shift(firsts[idx] / 255.0, seconds[idx] / 255.0)
+        moved = []
+        for sign in (1.0, -1.0):
+            torch.manual_seed(0)
+            sticks = torch.zeros(len(context), steps, C, device=device)
+            sticks[..., axis] = sign
+            z = held_latent(model, len(context), "hold", device)
+            seq = torch.cat([context[:, -1:], dream(model, context, sticks, level, z)], 1)
+            seq_np = seq.cpu().numpy()
+            moved.append(best_shift(seq_np[:, :-1].reshape(-1, *seq_np.shape[2:]),
+                                    seq_np[:, 1:].reshape(-1, *seq_np.shape[2:])).mean(0))
+        out[name] = {"game": [float(x) for x in (game * np.sign(applied[idx, axis])[:, None]
+                                                  ).mean(0)],
+                     "dream": [float(x) for x in (moved[0] - moved[1]) / 2]}
+    model.train(was_training)
+    return out
+
+
 def rollout(model: WorldModel, context: torch.Tensor, controls: torch.Tensor,
             noise_level: float = 0.0, latent: str = "hold") -> torch.Tensor:
     """Dream ``T`` steps from true context ``(B, K, 3, H, W)`` under controls
@@ -267,6 +337,7 @@ def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.devi
     report["one_step"]["psnr_gain_db"] = report["one_step"]["psnr"] - report["one_step"][
         "copy_psnr"]
     report["sticks"] = stick_response(model, one_step, device, noise_level)
+    report["view_motion"] = view_motion(model, recordings, device, noise_level)
     report["rollout"] = {}
     for h in sorted(horizons):
         data = transitions(h)
@@ -414,6 +485,11 @@ def format_report(report: dict[str, Any]) -> str:
                      "the model ignores it)\n  " + "  ".join(
                          f"{name} {r['flip_l1_ratio']:.2f}x (moves {r['response']:.2f})"
                          for name, r in report["sticks"].items()))
+    if report.get("view_motion"):
+        lines.append("view motion a step at full stick, x,y pixels (dream / game)\n  " +
+                     "  ".join(f"{name} {r['dream'][0]:+.1f},{r['dream'][1]:+.1f} / "
+                               f"{r['game'][0]:+.1f},{r['game'][1]:+.1f}"
+                               for name, r in report["view_motion"].items()))
     if report.get("latent"):
         how = ("hold one latent a dream" if report["latent"] == "hold"
                else "draw one every step")

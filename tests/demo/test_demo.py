@@ -32,8 +32,13 @@ def test_quick_demo_writes_a_self_contained_report_and_reuses_its_work(tmp_path:
     assert "1-step PSNR" in first.stdout
     for heading in ("How well it predicts", "Reality beside the dream", "Dreaming freely",
                     "Collapse check over 200 free-running steps", "Served", "lockstep clients",
-                    "Does it listen to the sticks?", "boil (picture keeps changing"):
+                    "Does it listen to the sticks?", "dream's view moves",
+                    "boil (picture keeps changing"):
         assert heading in report
+    # The game's own view: a Doom turn at full stick shifts the picture a few pixels.
+    turn = re.search(r"<td>right_x</td>(?:<td>[^<]*</td>){3}<td>([-+.\d]+), ", report)
+    assert turn is not None
+    assert 2.0 < float(turn[1]) < 8.0
     # Every picture is inlined: the page needs nothing but itself.
     assert len(re.findall(r'src="data:image/gif;base64,', report)) == 3
     assert len(re.findall(r'src="data:image/png;base64,', report)) == 2

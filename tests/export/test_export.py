@@ -37,11 +37,12 @@ VARIANTS = {
     "adaln-k2-layernorm-warp": {"model.attention_mode": "adaln", "model.context_frames": 2,
                                 "model.conv_norm": "layer", "model.output_mode": "warp"},
     # The codebook output: an argmax over codes and a gather of their patches, and
-    # of their grain's spread, times the latent's last part.
+    # of their grain's spread, times the latent's last part; a view the sticks move
+    # (grid_sample again).
     "adaln-k2-codebook": {"model.attention_mode": "adaln", "model.context_frames": 2,
                           "model.conv_norm": "layer", "model.output_mode": "codebook",
                           "model.codebook_size": 16, "model.codebook_patch": 2,
-                          "model.codebook_grain": True},
+                          "model.codebook_grain": True, "model.stick_view": True},
     # A latent, trained with the CRPS: a last input of N(0, 1) draws, and no noise_level
     # before it.
     "adaln-k2-latent": {"model.attention_mode": "adaln", "model.context_frames": 2,

@@ -466,7 +466,8 @@ def test_a_held_latent_is_redrawn_only_as_far_as_the_sticks_move(device: torch.d
 
 def test_codebook_logits_train_every_parameter(device: torch.device) -> None:
     config = baby_config(output_mode="codebook", codebook_size=8, codebook_patch=4,
-                         attention_mode="adaln", noise_conditioning=True, conv_norm="layer")
+                         attention_mode="adaln", noise_conditioning=True, conv_norm="layer",
+                         stick_view=True)
     model = WorldModel(config).to(device).train()
     for module in model.modules():  # open the adaLN-Zero gates as the first step would
         if isinstance(module, AdaptiveNorm):

@@ -485,14 +485,16 @@ class FollowsLeftX(WorldModel):
     """The square world's true dynamics: left stick x moves the picture 3 px."""
 
     def forward(self, frames: torch.Tensor, controls: torch.Tensor,
-                noise_level: torch.Tensor | None = None) -> torch.Tensor:
+                noise_level: torch.Tensor | None = None,
+                latent: torch.Tensor | None = None) -> torch.Tensor:
         shifts = (3 * controls[:, 0]).round().long().tolist()
         return torch.stack([f.roll(s, dims=-1) for f, s in zip(frames[:, -1], shifts, strict=True)])
 
 
 class IgnoresSticks(WorldModel):
     def forward(self, frames: torch.Tensor, controls: torch.Tensor,
-                noise_level: torch.Tensor | None = None) -> torch.Tensor:
+                noise_level: torch.Tensor | None = None,
+                latent: torch.Tensor | None = None) -> torch.Tensor:
         return frames[:, -1]
 
 
@@ -541,6 +543,27 @@ def test_stick_response_tells_a_model_that_follows_the_stick_from_one_that_ignor
     assert follows["left_x"]["response"] > 1
     assert ignores["left_x"]["flip_l1_ratio"] == 1.0
     assert ignores["left_x"]["response"] == 0.0
+
+
+def test_view_motion_says_how_far_the_sticks_move_a_dream_beside_the_game(
+        tmp_path: Path) -> None:
+    from train.evaluate import format_report, view_motion
+
+    rec = load_frames(moving_square_recording(tmp_path / "rec", episodes=2, steps=30), (16, 16), 4)
+    config = baby_config(tmp_path).model
+    follows = view_motion(FollowsLeftX(config), [rec], torch.device("cpu"), steps=3)
+    ignores = view_motion(IgnoresSticks(config), [rec], torch.device("cpu"), steps=3)
+    assert set(follows) == set(ignores) == {"left_x"}  # the other axes are never pushed
+    game = follows["left_x"]["game"]
+    assert ignores["left_x"]["game"] == game
+    assert -3.0 <= game[0] < -2.0  # the square moves 3 px right, less where it meets a wall
+    assert game[1] == 0.0
+    assert follows["left_x"]["dream"] == [-3.0, 0.0]  # this dream moves its picture as far
+    assert ignores["left_x"]["dream"] == [0.0, 0.0]
+    line = format_report({"one_step": {"psnr": 0, "copy_psnr": 0, "psnr_gain_db": 0, "ssim": 0,
+                                       "copy_ssim": 0, "l1": 0, "copy_l1": 0}, "samples": 1,
+                          "view_motion": follows}).splitlines()[-1]
+    assert line == f"  left_x -3.0,+0.0 / {game[0]:+.1f},+0.0"
 
 
 def test_ablation_gives_every_variant_one_budget_and_prints_one_table(tmp_path: Path) -> None:
