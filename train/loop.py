@@ -28,6 +28,7 @@ from models import Discriminator, WorldModel
 from models.codebook import code_spread, kmeans, nearest_code, patchify, unpatchify
 from models.config import WorldModelConfig
 from models.device import resolve_device
+from models.world_model import FLOW_PIXELS
 from train.checkpoint import (
     CheckpointError,
     check_compatible,
@@ -45,7 +46,7 @@ from train.data import (
     to_model_inputs,
 )
 from train.drift import detail_energy, dream
-from train.evaluate import evenly_spaced, one_step_metrics
+from train.evaluate import best_shift, evenly_spaced, one_step_metrics
 from train.losses import discriminator_loss, generator_loss, reconstruction_losses
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,28 @@ def noise_levels(noise: NoiseConfig, batch: int, generator: torch.Generator,
     u = torch.rand(batch, generator=generator, device=device)
     on = torch.rand(batch, generator=generator, device=device) < noise.prob
     return torch.where(on, u * noise.max_level, torch.zeros_like(u))
+
+
+def fit_view_motion(data: TransitionSet, pairs: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """``stick_view``'s start: the least-squares map from the sticks to the
+    whole-frame shift (``best_shift``, pixels x and y) between about ``pairs``
+    consecutive training frames, as ``(2, control_dim)`` weights and ``(2,)``
+    biases in the model's raw units (``FLOW_PIXELS`` pixels)."""
+    each = max(1, pairs // len(data.parts))
+    firsts, seconds, sticks = [], [], []
+    for part, rows in data.parts:
+        chosen = rows[evenly_spaced(len(rows), each)]
+        firsts.append(np.asarray(part.frames[chosen[:, -2]]))
+        seconds.append(np.asarray(part.frames[chosen[:, -1]]))
+        sticks.append(part.controls[chosen[:, -1]])
+    shifts = best_shift(np.concatenate(firsts) / 255.0, np.concatenate(seconds) / 255.0)
+    x = np.concatenate(sticks)
+    design = np.concatenate([x, np.ones((len(x), 1))], 1)
+    fit = np.linalg.lstsq(design, shifts, rcond=None)[0] / FLOW_PIXELS  # (C + 1, 2)
+    log.info("the picture shifts %s pixels left and %s up a step per unit of each stick",
+             "/".join(f"{v:+.1f}" for v in fit[:-1, 0] * FLOW_PIXELS),
+             "/".join(f"{v:+.1f}" for v in fit[:-1, 1] * FLOW_PIXELS))
+    return fit[:-1].T, fit[-1]
 
 
 def fit_codebook(data: TransitionSet, config: WorldModelConfig, seed: int,
@@ -390,10 +413,19 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
                                       f"{missing}, unexpected {unexpected}")
         if ctx.main:
             log.info("starting from the weights of %s (step %d)", init, int(state["step"]))
-    elif coder is not None:  # a new codebook model: fit its codebook to the recordings
-        book, spread = fit_codebook(train_set, m, config.seed)
-        for target in (coder, eval_model):  # (the EMA's copy, or the model itself)
-            target.set_codebook(book.to(device), None if spread is None else spread.to(device))
+    else:  # a new model: fit what it takes from the recordings
+        if coder is not None:  # a codebook model's codebook
+            book, spread = fit_codebook(train_set, m, config.seed)
+            for target in (coder, eval_model):  # (the EMA's copy, or the model itself)
+                target.set_codebook(book.to(device),
+                                    None if spread is None else spread.to(device))
+        if m.stick_view:  # and the map from sticks to how the view moves
+            weight, bias = fit_view_motion(train_set)
+            for target in {id(t): t for t in (model, eval_model)}.values():
+                assert target.view_motion is not None
+                with torch.no_grad():
+                    target.view_motion.weight[:2] = torch.from_numpy(weight).float()
+                    target.view_motion.bias[:2] = torch.from_numpy(bias).float()
 
     net: nn.Module = model
     if ctx.world > 1:

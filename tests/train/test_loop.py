@@ -319,3 +319,25 @@ def test_sigkill_during_checkpoint_writes_never_leaves_a_bad_latest(tmp_path: Pa
     assert mid_write >= 1, "no kill landed inside a checkpoint write"
     model, _ = model_from_checkpoint(run / "latest.pt")
     assert model.config.height == 64
+
+
+def test_a_stick_view_model_starts_from_how_the_recording_moves_with_the_sticks(
+        tmp_path: Path) -> None:
+    from models.world_model import FLOW_PIXELS
+    from train.data import TransitionSet, transition_rows
+    from train.loop import fit_view_motion
+
+    rec = moving_square_recording(tmp_path / "rec", episodes=3, steps=30)
+    frames = load_frames(rec, (16, 16), 4)
+    weight, bias = fit_view_motion(TransitionSet([(frames, transition_rows(frames, 1))], 1))
+    pixels = weight * FLOW_PIXELS
+    # left x moves the square 3 px right (less at the walls): the picture samples 3 px left.
+    assert -3.0 <= pixels[0, 0] < -1.5, pixels
+    assert abs(pixels[1, 0]) < 0.2, pixels  # and never up or down
+    assert abs(bias).max() * FLOW_PIXELS < 0.3
+    fit(baby_config(rec, steps=1, **{"model.stick_view": True}), tmp_path / "run")
+    model, _ = model_from_checkpoint(tmp_path / "run" / "latest.pt")
+    assert model.view_motion is not None
+    learned = model.view_motion.weight.detach().numpy() * FLOW_PIXELS
+    assert abs(learned[0, 0] - pixels[0, 0]) < 0.1  # one step on, still the fitted map
+    assert abs(learned[2]).max() < 0.1  # no zoom to fit
