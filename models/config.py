@@ -99,11 +99,13 @@ class WorldModelConfig:
             stick deflection, so a moving view keeps finding new detail.
         stick_view: The tokenizer also sees the last context frame moved as the
             sticks move the view: shifted and zoomed by a linear map of the
-            controls, learned from zero (the identity) through bilinear
-            resampling. Doom's view moves as a whole when the player turns or
-            walks; with the moved frame in hand the model can copy the picture
-            a turn brings instead of learning to shift texture, which models
-            trained on noisy or dreamed context never learned on a CPU.
+            controls, resampled bilinearly. Training starts the shift from a
+            least-squares fit of the recording's whole-frame shifts on the
+            sticks (the zoom from none) and goes on learning it. Doom's view
+            moves as a whole when the player turns or strafes; with the moved
+            frame in hand the model need not learn to shift texture itself,
+            which models trained on noisy or dreamed context never learned on
+            a CPU.
         grad_checkpointing: Recompute each transformer layer in the backward pass
             to save memory (training only; outputs are unchanged).
     """
