@@ -71,9 +71,15 @@ def sticks_html(sticks: dict[str, dict[str, float]],
                 motion: dict[str, dict[str, list[float]]] | None = None) -> str:
     """Does the dream listen to each stick? (``train.evaluate.stick_response`` and
     ``view_motion``)"""
-    def verdict(ratio: float) -> str:
-        return '<span class="bad">ignored</span>' if ratio < 1.005 else \
-            '<span class="good">followed</span>'
+    def verdict(name: str, ratio: float) -> str:
+        if ratio < 1.005:
+            return '<span class="bad">ignored</span>'
+        shift = motion.get(name) if motion else None
+        if shift is not None:  # a game that moves its view a pixel or more: does the dream?
+            game, dream = (abs(v) for v in shift["game"]), (abs(v) for v in shift["dream"])
+            if any(g >= 1.0 and d < 0.5 * g for g, d in zip(game, dream, strict=True)):
+                return '<span class="bad">barely moves the dream</span>'
+        return '<span class="good">followed</span>'
 
     def moves(name: str) -> str:
         if not motion or name not in motion:
@@ -84,7 +90,8 @@ def sticks_html(sticks: dict[str, dict[str, float]],
 
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{r['flip_l1_ratio']:.2f}x</td>"
-        f"<td>{r['response']:.2f}</td>{moves(name)}<td>{verdict(r['flip_l1_ratio'])}</td></tr>"
+        f"<td>{r['response']:.2f}</td>{moves(name)}"
+        f"<td>{verdict(name, r['flip_l1_ratio'])}</td></tr>"
         for name, r in sticks.items())
     return ("<h2>Does it listen to the sticks?</h2><table><tr><th>stick axis</th>"
             "<th>error with the axis flipped</th><th>picture moves</th>"

@@ -55,3 +55,19 @@ def test_quick_demo_writes_a_self_contained_report_and_reuses_its_work(tmp_path:
     timings = (tmp_path / "report.html").read_text().split("Where the time went")[1]
     for stage in ("record", "train", "export"):
         assert re.search(rf"<td>{stage}</td><td>reused</td>", timings), stage
+
+
+def test_the_report_tells_a_stick_whose_dream_barely_moves_from_one_it_follows() -> None:
+    from demo.report import sticks_html
+
+    sticks = {name: {"flip_l1_ratio": ratio, "response": 0.5}
+              for name, ratio in (("left_x", 1.0), ("right_x", 1.1), ("right_y", 2.0))}
+    motion = {"right_x": {"game": [4.7, -0.5], "dream": [0.3, 0.0]},
+              "right_y": {"game": [0.3, 0.9], "dream": [0.1, 0.4]}}
+    page = sticks_html(sticks, motion)
+    verdicts = re.findall(r'<span class="(?:good|bad)">([^<]+)</span>', page)
+    assert verdicts == ["ignored", "barely moves the dream", "followed"]
+    assert "<td>+0.3, +0.0</td><td>+4.7, -0.5</td>" in page
+    motion["right_x"]["dream"] = [4.0, 0.0]  # a dream that turns as the game does
+    assert re.findall(r'<span class="(?:good|bad)">([^<]+)</span>',
+                      sticks_html(sticks, motion))[1] == "followed"
