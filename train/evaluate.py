@@ -166,11 +166,14 @@ def view_motion(model: WorldModel, recordings: Sequence[Frames], device: torch.d
     model.eval()
     K, C = model.config.context_frames, model.config.control_dim
     names = STICK_NAMES if len(STICK_NAMES) == C else tuple(f"axis_{i}" for i in range(C))
-    # Consecutive readable frames of one segment, and the sticks applied between.
-    pairs = [(f, transition_rows(f, 1)) for f in recordings]
-    firsts = np.concatenate([np.asarray(f.frames[r[:, 0]]) for f, r in pairs])
-    seconds = np.concatenate([np.asarray(f.frames[r[:, 1]]) for f, r in pairs])
-    applied = np.concatenate([f.controls[r[:, 1]] for f, r in pairs])
+    # Consecutive readable frames of one segment, and the sticks applied between;
+    # only the pairs each axis looks at are read.
+    pairs = [(f, r) for f in recordings for r in transition_rows(f, 1)]
+    applied = np.array([f.controls[r[1]] for f, r in pairs]).reshape(-1, C)
+
+    def frames_of(idx: np.ndarray, column: int) -> np.ndarray:
+        return np.stack([np.asarray(pairs[i][0].frames[pairs[i][1][column]]) for i in idx]
+                        ) / 255.0
     candidates = [(f, int(r[0])) for f in recordings for r in transition_rows(f, K)]
     chosen = [candidates[i] for i in evenly_spaced(len(candidates), starts)]
     if not chosen:
@@ -183,7 +186,7 @@ def view_motion(model: WorldModel, recordings: Sequence[Frames], device: torch.d
         if not len(idx):
             continue
         idx = idx[evenly_spaced(len(idx), 256)]
-        game = best_shift(firsts[idx] / 255.0, seconds[idx] / 255.0)
+        game = best_shift(frames_of(idx, 0), frames_of(idx, 1))
         moved = []
         for sign in (1.0, -1.0):
             torch.manual_seed(0)

@@ -421,7 +421,7 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
                                     None if spread is None else spread.to(device))
         if m.stick_view:  # and the map from sticks to how the view moves
             weight, bias = fit_view_motion(train_set)
-            for target in {id(t): t for t in (model, eval_model)}.values():
+            for target in [model] if eval_model is model else [model, eval_model]:
                 assert target.view_motion is not None
                 with torch.no_grad():
                     target.view_motion.weight[:2] = torch.from_numpy(weight).float()
