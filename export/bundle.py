@@ -14,9 +14,10 @@ A model trained with noise conditioning takes a third input, ``noise_level``
 A model with a latent (the manifest's ``latent_dim``) takes a last input,
 ``latent`` ``(B, latent_dim)``: N(0, 1) draws, one plausible world each (for a
 ``codebook`` model, the noise its codes are drawn with, then its grain's). A
-dream holds one latent throughout by default (``DreamLatent``), redrawing the manifest's
-``latent_refresh`` share of it a step at full stick, or draws a fresh one
-every step.
+dream holds one latent throughout by default (``DreamLatent``), moving it with
+the view as the manifest's ``latent_motion`` says (a codebook model that sees
+the view its sticks move) and redrawing its ``latent_refresh`` share of it a
+step at full stick, or draws a fresh one every step.
 
 Only numpy and the standard library here, so an ONNX-only player can read it.
 """
@@ -131,6 +132,12 @@ def latent_refresh(manifest: dict[str, Any]) -> float:
     return float(manifest.get("latent_refresh") or 0.0)
 
 
+def latent_motion(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """How a held latent moves with the view (``WorldModel.latent_motion``; None:
+    it stays where it is, as in bundles before it)."""
+    return manifest.get("latent_motion")
+
+
 def model_inputs(manifest: dict[str, Any]) -> tuple[str, ...]:
     """The model's input names, in order."""
     return (*INPUTS, *([NOISE_INPUT] if noise_conditioned(manifest) else []),
@@ -163,23 +170,43 @@ class DreamLatent:
     so a moving view keeps finding new things. ``fresh`` draws a new one every
     step: each frame is another plausible next frame, and the picture repaints
     itself even at rest. ``next()`` is None for a model without a latent
-    (``dim`` 0).
+    (``dim`` 0). With a ``motion``, a held latent first moves with the view each
+    step, as ``WorldModel.move_latent`` moves it: the picture's draws stay with
+    what they drew, so the dream turns with the stick instead of sticking to
+    the screen.
 
     Args:
         dim: The model's latent length (``latent_dim(manifest)``).
         mode: ``hold`` or ``fresh``.
         seed: Seed of the draws (None: unpredictable); ``reset(seed)`` reseeds.
         refresh: ``latent_refresh(manifest)``.
+        motion: ``latent_motion(manifest)``.
     """
 
     def __init__(self, dim: int, mode: str = "hold", seed: int | None = None,
-                 refresh: float = 0.0) -> None:
+                 refresh: float = 0.0, motion: dict[str, Any] | None = None) -> None:
         if mode not in LATENT_MODES:
             raise ValueError(f"latent mode must be one of {', '.join(LATENT_MODES)}, "
                              f"got {mode!r}")
         self.dim, self.mode, self.refresh = dim, mode, refresh
+        self.motion = None
+        if motion is not None and dim:
+            rows, cols = (int(v) for v in motion["grid"])
+            patches = np.asarray(motion["patches"], np.float64)
+            codes = int(motion["codes"])
+            if patches.shape[0] != 2 or (dim - codes * rows * cols) % (rows * cols):
+                raise ValueError(f"a latent motion of grid {rows}x{cols}, {codes} codes and a "
+                                 f"{patches.shape} map does not fit a latent of {dim}")
+            self.motion = (rows, cols, codes, patches)
         self.held: np.ndarray | None = None
         self.reset(seed)
+
+    @classmethod
+    def for_bundle(cls, manifest: dict[str, Any], mode: str = "hold",
+                   seed: int | None = None) -> DreamLatent:
+        """The latent a dream of the manifest's model is given."""
+        return cls(latent_dim(manifest), mode, seed, latent_refresh(manifest),
+                   latent_motion(manifest))
 
     def reset(self, seed: int | None = None) -> None:
         """A new dream: reseed (when ``seed`` is given) and draw the latent to hold."""
@@ -196,6 +223,8 @@ class DreamLatent:
         step's stick values, which set how much of a held latent is redrawn)."""
         if self.mode == "fresh":
             return self._draw()
+        if self.held is not None and self.motion and self._started and controls is not None:
+            self.held = self._moved(self.held, np.asarray(controls, np.float64).reshape(-1))
         if self.held is not None and self.refresh and self._started and controls is not None:
             push = min(1.0, float(np.abs(np.asarray(controls, np.float32)).max(initial=0.0)))
             redraw = self._rng.random(self.dim) < self.refresh * push
@@ -204,6 +233,38 @@ class DreamLatent:
             self.held = np.where(redraw, fresh, self.held).astype(np.float32)
         self._started = True
         return self.held
+
+    def _moved(self, held: np.ndarray, controls: np.ndarray) -> np.ndarray:
+        """``held`` moved with the view under ``controls``: each patch takes the
+        draws of the patch ``motion`` says the view brings to it (offsets rounded
+        at random to whole patches), patches new to the view fresh draws."""
+        assert self.motion is not None
+        rows, cols, codes, patches = self.motion
+        offset = patches @ controls  # x, y in patches
+        whole = np.floor(offset)
+        dx, dy = (int(v) for v in whole + (self._rng.random(2) < offset - whole))
+        if not dx and not dy:
+            return held
+        n = codes * rows * cols
+        grain = (len(held) - n) // (rows * cols)
+        parts = (held[:n].reshape(codes, rows, cols),
+                 np.moveaxis(held[n:].reshape(rows, cols, grain), -1, 0))  # (D, rows, cols)
+        out = []
+        for part in parts:
+            new = self._rng.standard_normal(part.shape, dtype=np.float32)
+            dst_r, src_r = _overlap(rows, dy)
+            dst_c, src_c = _overlap(cols, dx)
+            new[:, dst_r, dst_c] = part[:, src_r, src_c]
+            out.append(new)
+        return np.concatenate([out[0].reshape(-1), np.moveaxis(out[1], 0, -1).reshape(-1)])
+
+
+def _overlap(size: int, step: int) -> tuple[slice, slice]:
+    """The slices ``new[dst] = old[src]`` of ``new[i] = old[i + step]`` along an
+    axis of ``size`` (both empty when ``step`` leaves nothing in view)."""
+    if abs(step) >= size:
+        return slice(0, 0), slice(0, 0)
+    return slice(max(0, -step), size - max(0, step)), slice(max(0, step), size + min(0, step))
 
 
 def default_noise_level(manifest: dict[str, Any]) -> float:

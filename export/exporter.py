@@ -58,7 +58,7 @@ def export_onnx(model: WorldModel, path: Path, example: tuple[torch.Tensor, ...]
     controls, and for a noise-conditioned model the noise levels."""
     import onnx
 
-    inputs = model_inputs(manifest_for(model.config))
+    inputs = model_inputs(manifest_for(model))
     batch = torch.export.Dim(BATCH_AXIS, min=1, max=4096)
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # chatty optimizer passes
     # "torchvision is not installed. Skipping torchvision::nms": we do not use it.
@@ -242,7 +242,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, recording: str | Path
     files = {name: file_entry(out / name) for name in (ONNX_FILE, TORCHSCRIPT_FILE,
                                                         WEIGHTS_FILE, START_FRAMES_FILE)}
     manifest = manifest_for(
-        c, control_names=meta.get("control_names"), fps=meta.get("fps"),
+        model, control_names=meta.get("control_names"), fps=meta.get("fps"),
         world=meta.get("world"), noise_level=play_noise_level(state))
     manifest.update({"format": FORMAT, "version": VERSION, "files": files,
                      "io": {"inputs": list(model_inputs(manifest)), "outputs": list(OUTPUTS),

@@ -56,15 +56,17 @@ class Backend(Protocol):
         ...
 
 
-def manifest_for(config: WorldModelConfig, **extra: Any) -> dict[str, Any]:
+def manifest_for(model: WorldModel, **extra: Any) -> dict[str, Any]:
     """The manifest fields that describe a model (the rest is added by export)."""
+    config = model.config
     names = extra.pop("control_names", None) or (
         ["left_x", "left_y", "right_x", "right_y"] if config.control_dim == 4
         else [f"c{i}" for i in range(config.control_dim)])
     return {"model": config.to_dict(), "height": config.height, "width": config.width,
             "context_frames": config.context_frames, "control_dim": config.control_dim,
             "control_names": list(names), "output_mode": config.output_mode,
-            "latent_dim": config.latent_size, "latent_refresh": config.latent_refresh, **extra}
+            "latent_dim": config.latent_size, "latent_refresh": config.latent_refresh,
+            "latent_motion": model.latent_motion(), **extra}
 
 
 class _TorchStep:
@@ -244,7 +246,7 @@ def _load(source: str | Path, backend: str, device: str, compile: bool,
         from train.checkpoint import model_from_checkpoint, play_noise_level
 
         model, state = model_from_checkpoint(path)
-        manifest = manifest_for(model.config, fps=state["config"].get("fps"),
+        manifest = manifest_for(model, fps=state["config"].get("fps"),
                                 noise_level=play_noise_level(state),
                                 checkpoint={"path": str(path), "step": state["step"]})
         data = state["config"]["data"]

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from export.bundle import DreamLatent, latent_dim, latent_refresh, to_image
+from export.bundle import DreamLatent, to_image
 from play.record import resize
 from play.worlds import World
 from train.recording import RecordingWriter, load_frame, read_recording
@@ -84,8 +84,7 @@ class Dreamer:
 
     def __init__(self, backend: Any, latent: str = "hold", seed: int | None = None) -> None:
         self.backend = backend
-        self.latent = DreamLatent(latent_dim(backend.manifest), latent, seed,
-                                  latent_refresh(backend.manifest))
+        self.latent = DreamLatent.for_bundle(backend.manifest, latent, seed)
 
     def start(self, context: np.ndarray) -> None:
         """A new dream from ``(1, K, 3, H, W)`` float32 frames (and a new latent)."""

@@ -21,7 +21,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from export.bundle import LATENT_MODES, latent_dim, latent_refresh
+from export.bundle import LATENT_MODES, DreamLatent
 from serve.batcher import Batcher
 from serve.metrics import Metrics
 from serve.protocol import (
@@ -189,8 +189,7 @@ class DreamServer:
                                                  f" sessions are taken; try later", True), 1013)
             return
         session = Session(self.start_frames, hello, self.fps, int(self.manifest["control_dim"]),
-                          latent_dim(self.manifest), self.config.latent,
-                          latent_refresh(self.manifest))
+                          DreamLatent.for_bundle(self.manifest, self.config.latent))
         self.sessions[session.id] = session
         log.info("connect %s session %s mode %s encoding %s", peer, session.id, session.mode,
                  session.encoding)
@@ -215,7 +214,7 @@ class DreamServer:
                       "width": m["width"], "context_frames": m["context_frames"],
                       "control_dim": m["control_dim"], "control_names": m["control_names"],
                       "fps": session.fps,
-                      "latent": session.latent_mode if session.latent_dim else None},
+                      "latent": session.latent.mode if session.latent.dim else None},
             "mode": session.mode, "encoding": session.encoding,
             "limits": {"max_message_bytes": self.config.max_message_bytes,
                        "max_input_hz": self.config.max_input_hz,

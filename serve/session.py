@@ -51,23 +51,19 @@ class Session:
         hello: The client's settings.
         fps: Server default steps per second (the hello may ask for another).
         control_dim: Controls per INPUT.
-        latent_dim: The model's latent length (0: it takes none).
-        latent_mode: ``hold`` one latent for each dream (a reset draws another),
-            or draw a ``fresh`` one every step (see ``export.bundle.DreamLatent``).
-        latent_refresh: The share of a held latent redrawn a step at full stick.
+        latent: The latent the model is given each step, held for each dream (a
+            reset draws another) or fresh every step (``export.bundle.DreamLatent``;
+            the default: a model without one).
     """
 
     start_frames: np.ndarray
     hello: Hello
     fps: float
     control_dim: int = 4
-    latent_dim: int = 0
-    latent_mode: str = "hold"
-    latent_refresh: float = 0.0
+    latent: DreamLatent = field(default_factory=lambda: DreamLatent(0))
     id: str = field(default_factory=lambda: secrets.token_hex(6))
     context: np.ndarray = field(init=False)  # (K, 3, H, W) float32
     controls: np.ndarray = field(init=False)  # (control_dim,) float32
-    latent: DreamLatent = field(init=False)
     input_seq: int = 0
     frame_index: int = 0
     dropped: int = 0
@@ -82,8 +78,6 @@ class Session:
         self.quality = self.hello.quality
         if self.hello.fps is not None:
             self.fps = self.hello.fps
-        self.latent = DreamLatent(self.latent_dim, self.latent_mode, self.hello.seed,
-                                  self.latent_refresh)
         self.reset(self.hello.seed)
 
     @property

@@ -62,9 +62,10 @@ def latent_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def codebook_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real (baby) bundle of a sampling codebook model with grain (two steps):
-    its latent input is the noise its codes are drawn with, then its grain's,
-    half of it redrawn a step at full stick."""
+    """A real (baby) bundle of a sampling codebook model with grain and a view
+    the sticks move (two steps): its latent input is the noise its codes are
+    drawn with, then its grain's, moved with the view and half of it redrawn a
+    step at full stick."""
     pytest.importorskip("onnxruntime", reason="needs the export extra")
     from export.exporter import export_bundle
     from tests.train.helpers import baby_config, moving_square_recording
@@ -75,6 +76,7 @@ def codebook_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     fit(baby_config(rec, steps=2, **{"model.output_mode": "codebook", "model.codebook_size": 8,
                                      "model.codebook_patch": 2, "model.codebook_refresh": 0.5,
                                      "model.codebook_temperature": 1.0,
-                                     "model.codebook_grain": True}), root / "run")
+                                     "model.codebook_grain": True,
+                                     "model.stick_view": True}), root / "run")
     export_bundle(root / "run" / "latest.pt", root / "bundle")
     return root / "bundle"

@@ -183,6 +183,9 @@ def test_manifest_records_parity_and_round_trips(exported: tuple[Path, Path]) ->
         assert figures["rollout16_max_abs"] <= 1e-3
     model, state = model_from_checkpoint(checkpoint)
     assert manifest["model"] == model.config.to_dict()
+    assert manifest["latent_motion"] == model.latent_motion()  # None but for a moved view
+    assert (manifest["latent_motion"] is None) == (not model.config.stick_view or
+                                                   not model.config.latent_size)
     assert manifest["checkpoint"]["step"] == state["step"] == 2
     assert manifest["control_names"] == ["left_x", "left_y", "right_x", "right_y"]
     assert manifest["fps"] == 10
@@ -206,6 +209,45 @@ def test_a_held_latent_is_redrawn_as_far_as_the_sticks_push() -> None:
     assert (held.next(np.ones(4)) != first).mean() > 0.15  # full stick: a fifth
     assert np.array_equal(DreamLatent(8, "hold", seed=1).next(np.ones(4)),
                           DreamLatent(8, "hold", seed=1, refresh=0.5).next(np.ones(4)))
+
+
+def test_a_dream_latent_moves_with_the_view_as_the_model_moves_it() -> None:
+    # The bundle's numpy dream (play, serve) and the model's own (train eval)
+    # move a held latent alike: the same draws land on the same patches.
+    from models.world_model import FLOW_PIXELS
+    from tests.models.helpers import baby_config as model_config
+
+    model = WorldModel(model_config(output_mode="codebook", codebook_size=6, codebook_patch=4,
+                                    codebook_temperature=1.0, codebook_grain=True,
+                                    stick_view=True))
+    assert model.view_motion is not None
+    with torch.no_grad():  # the turn stick: a patch a step; the look stick: two
+        model.view_motion.weight[0, 2] = 4 / FLOW_PIXELS
+        model.view_motion.weight[1, 3] = 8 / FLOW_PIXELS
+    latent = DreamLatent(model.config.latent_size, "hold", seed=0,
+                         motion=json.loads(json.dumps(model.latent_motion())))
+    held = latent.next(np.zeros(4))
+    assert held is not None
+    n = model.config.code_latent_size
+    for sticks in ([0, 0, 1.0, 0], [0, 0, -1.0, 1.0], [0, 0, 0, -1.0]):
+        moved = latent.next(np.array(sticks))
+        assert moved is not None
+        expected = model.move_latent(torch.from_numpy(held)[None],
+                                     torch.tensor([sticks]))[0].numpy()
+        kept = np.zeros((8, 8), bool)  # the patches whose draws came from the old view
+        dx, dy = int(sticks[2]), int(2 * sticks[3])  # new[r, c] = old[r + dy, c + dx]
+        kept[max(0, -dy):8 - max(0, dy), max(0, -dx):8 - max(0, dx)] = True
+        rows, cols = np.nonzero(kept)
+        codes = (v[:n].reshape(6, 8, 8) for v in (moved, expected))
+        np.testing.assert_array_equal(*(c[:, rows, cols] for c in codes))
+        grain = (v[n:].reshape(8, 8, 48) for v in (moved, expected))
+        np.testing.assert_array_equal(*(g[rows, cols] for g in grain))
+        new = (v[:n].reshape(6, 8, 8)[:, ~kept] for v in (moved, held))
+        assert np.all(np.not_equal(*new))  # the patches new to the view: fresh draws
+        held = moved
+    assert np.array_equal(latent.next(np.zeros(4)), held)  # at rest: held where it is
+    with pytest.raises(ValueError, match="does not fit"):
+        DreamLatent(100, motion=model.latent_motion())
 
 
 def test_onnx_bundle_runs_without_torch_or_models(exported: tuple[Path, Path],

@@ -464,6 +464,53 @@ def test_a_held_latent_is_redrawn_only_as_far_as_the_sticks_move(device: torch.d
     assert abs(changed[1] - 0.2) < 0.02, changed
 
 
+def test_a_held_latent_moves_with_the_view_its_sticks_move(device: torch.device) -> None:
+    # Held noise that stays on the screen pins the drawn picture there: the
+    # dream would not turn. It moves as the view does, new patches drawn afresh.
+    config = baby_config(output_mode="codebook", codebook_size=6, codebook_patch=4,
+                         codebook_temperature=1.0, codebook_grain=True, stick_view=True)
+    model = WorldModel(config).to(device)
+    assert model.view_motion is not None
+    with torch.no_grad():  # full turn: one patch (4 pixels) to the right; full look: one up
+        model.view_motion.weight[0, 2] = 4 / FLOW_PIXELS
+        model.view_motion.weight[1, 3] = -4 / FLOW_PIXELS
+        model.view_motion.bias[:2] = 1.0  # the map's bias never moves the latent
+    motion = model.latent_motion()
+    assert motion is not None
+    assert motion["grid"] == [8, 8]
+    assert motion["codes"] == 6
+    assert motion["patches"][0][2] == pytest.approx(1.0)
+    z = model.draw_latent(3, device)
+    assert z is not None
+    sticks = torch.tensor([[0, 0, 1.0, 0], [0, 0, 0, 1.0], [0, 0, 0, 0]], device=device)
+    moved = model.move_latent(z, sticks)
+    n = config.code_latent_size
+    codes, new_codes = (v[:, :n].reshape(3, 6, 8, 8) for v in (z, moved))
+    grain, new_grain = (v[:, n:].reshape(3, 8, 8, 48) for v in (z, moved))
+    # A turn: each patch takes its right neighbour's draws; the last column is new.
+    torch.testing.assert_close(new_codes[0, :, :, :-1], codes[0, :, :, 1:])
+    torch.testing.assert_close(new_grain[0, :, :-1], grain[0, :, 1:])
+    assert (new_codes[0, :, :, -1] != codes[0, :, :, -1]).all()
+    # Looking up: each patch takes the draws of the one above; the top row is new.
+    torch.testing.assert_close(new_codes[1, :, 1:], codes[1, :, :-1])
+    assert (new_grain[1, 0] != grain[1, 0]).all()
+    torch.testing.assert_close(moved[2], z[2])  # at rest: held where it is
+    # A third of a turn moves a whole patch on a third of the steps, at random.
+    many = model.draw_latent(600, device)
+    assert many is not None
+    third = torch.tensor([[0, 0, 1 / 3, 0]], device=device).expand(600, 4)
+    stepped = model.move_latent(many, third)[:, :n].reshape(600, 6, 8, 8)
+    shifted = (stepped[..., :-1] == many[:, :n].reshape(600, 6, 8, 8)[..., 1:]).all(3).all(2).all(1)
+    assert 0.25 < shifted.float().mean() < 0.42
+    # A model whose view the sticks do not move keeps its latent where it is.
+    still = WorldModel(baby_config(output_mode="codebook", codebook_size=6,
+                                   codebook_temperature=1.0)).to(device)
+    assert still.latent_motion() is None
+    z = still.draw_latent(3, device)
+    assert z is not None
+    torch.testing.assert_close(still.move_latent(z, sticks), z)
+
+
 def test_codebook_logits_train_every_parameter(device: torch.device) -> None:
     config = baby_config(output_mode="codebook", codebook_size=8, codebook_patch=4,
                          attention_mode="adaln", noise_conditioning=True, conv_norm="layer",

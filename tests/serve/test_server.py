@@ -128,14 +128,17 @@ async def test_a_latent_dream_holds_its_seeded_latent_until_a_reset(latent_bundl
 
 async def test_a_codebook_dream_draws_its_codes_as_a_mirror_of_its_session_does(
         codebook_bundle: Path) -> None:
-    # The latent is the noise the codes are drawn with, held and redrawn as far
-    # as the sticks push: a mirror with the same seed paints the same frames.
+    # The latent is the noise the codes are drawn with, held, moved with the view
+    # and redrawn as far as the sticks push: a mirror with the same seed paints
+    # the same frames.
     server = await started(codebook_bundle)
     mirror = load_backend(codebook_bundle, "onnxruntime", "cpu")
     client = await DreamClient.connect(url(server), mode="lockstep", encoding="raw", seed=1)
     await client.frame()
     window = mirror.start_frames()[1][None].astype(np.float32) / 255.0
-    latent = DreamLatent(mirror.manifest["latent_dim"], "hold", 1, 0.5)
+    assert mirror.manifest["latent_motion"] is not None
+    latent = DreamLatent.for_bundle(mirror.manifest, "hold", 1)
+    assert latent.refresh == 0.5
     for sticks in ([0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0],
                    [0.0, -0.5, 0.0, 0.0]):
         got = decode_image(await client.step(sticks)).astype(int)
