@@ -75,10 +75,13 @@ def sticks_html(sticks: dict[str, dict[str, float]],
         if ratio < 1.005:
             return '<span class="bad">ignored</span>'
         shift = motion.get(name) if motion else None
-        if shift is not None:  # a game that moves its view a pixel or more: does the dream?
+        if shift is not None:  # a game that moves its view a pixel or more: as far in the dream?
             game, dream = (abs(v) for v in shift["game"]), (abs(v) for v in shift["dream"])
-            if any(g >= 1.0 and d < 0.5 * g for g, d in zip(game, dream, strict=True)):
+            pairs = [(g, d) for g, d in zip(game, dream, strict=True) if g >= 1.0]
+            if any(d < 0.5 * g for g, d in pairs):
                 return '<span class="bad">barely moves the dream</span>'
+            if any(d > 2.0 * g for g, d in pairs):
+                return '<span class="bad">moves the dream too far</span>'
         return '<span class="good">followed</span>'
 
     def moves(name: str) -> str:

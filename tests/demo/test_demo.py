@@ -57,7 +57,7 @@ def test_quick_demo_writes_a_self_contained_report_and_reuses_its_work(tmp_path:
         assert re.search(rf"<td>{stage}</td><td>reused</td>", timings), stage
 
 
-def test_the_report_tells_a_stick_whose_dream_barely_moves_from_one_it_follows() -> None:
+def test_the_report_tells_a_stick_whose_dream_moves_too_little_or_too_far() -> None:
     from demo.report import sticks_html
 
     sticks = {name: {"flip_l1_ratio": ratio, "response": 0.5}
@@ -71,3 +71,6 @@ def test_the_report_tells_a_stick_whose_dream_barely_moves_from_one_it_follows()
     motion["right_x"]["dream"] = [4.0, 0.0]  # a dream that turns as the game does
     assert re.findall(r'<span class="(?:good|bad)">([^<]+)</span>',
                       sticks_html(sticks, motion))[1] == "followed"
+    motion["right_x"]["dream"] = [-9.5, 0.0]  # twice as far as the game, or more
+    assert re.findall(r'<span class="(?:good|bad)">([^<]+)</span>',
+                      sticks_html(sticks, motion))[1] == "moves the dream too far"
