@@ -249,11 +249,10 @@ class DreamLatent:
         grain = (len(held) - n) // (rows * cols)
         parts = (held[:n].reshape(codes, rows, cols),
                  np.moveaxis(held[n:].reshape(rows, cols, grain), -1, 0))  # (D, rows, cols)
+        (dst_r, src_r), (dst_c, src_c) = _overlap(rows, dy), _overlap(cols, dx)
         out = []
         for part in parts:
             new = self._rng.standard_normal(part.shape, dtype=np.float32)
-            dst_r, src_r = _overlap(rows, dy)
-            dst_c, src_c = _overlap(cols, dx)
             new[:, dst_r, dst_c] = part[:, src_r, src_c]
             out.append(new)
         return np.concatenate([out[0].reshape(-1), np.moveaxis(out[1], 0, -1).reshape(-1)])
