@@ -290,13 +290,15 @@ class WorldModel(nn.Module):
         sticks' part of ``view_motion`` (no bias: at rest nothing moves)."""
         if not self.moves_latent:
             return None
-        c = self.config
-        rows, cols = c.code_grid
+        rows, cols = self.config.code_grid
+        return {"grid": [rows, cols], "codes": self.config.code_latent_size // (rows * cols),
+                "patches": self._view_patches().detach().cpu().tolist()}
+
+    def _view_patches(self) -> torch.Tensor:
+        """``(2, control_dim)``: the patches (x, y) a unit of each stick moves the
+        view a step, the sticks' part of ``view_motion``."""
         assert self.view_motion is not None
-        patches = self.view_motion.weight[:2].detach().float().cpu() * (
-            FLOW_PIXELS / c.codebook_patch)
-        return {"grid": [rows, cols], "codes": c.code_latent_size // (rows * cols),
-                "patches": patches.tolist()}
+        return self.view_motion.weight[:2].float() * (FLOW_PIXELS / self.config.codebook_patch)
 
     def move_latent(self, latent: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
         """A held ``(B, latent_size)`` latent moved with the view under ``(B,
@@ -307,12 +309,9 @@ class WorldModel(nn.Module):
         without a ``latent_motion``."""
         if not self.moves_latent:
             return latent
-        assert self.view_motion is not None
-        c = self.config
-        rows, cols = c.code_grid
-        B, n = latent.shape[0], c.code_latent_size
-        weight = self.view_motion.weight[:2].float() * (FLOW_PIXELS / c.codebook_patch)
-        offset = controls.float() @ weight.T  # (B, 2) patches, x then y
+        rows, cols = self.config.code_grid
+        B, n = latent.shape[0], self.config.code_latent_size
+        offset = controls.float() @ self._view_patches().T  # (B, 2) patches, x then y
         whole = offset.floor()
         steps = (whole + (torch.rand_like(offset) < offset - whole).float()).long()
         r = torch.arange(rows, device=latent.device)[None, :, None] + steps[:, 1, None, None]
