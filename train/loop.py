@@ -107,11 +107,14 @@ class EMA:
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on norms, biases, positions and registers (AdamW practice)."""
+    """No weight decay on norms, biases, positions and registers (AdamW practice),
+    nor on ``stick_view``'s map: it is how far the view moves, fitted to the
+    recording, and decay would shrink it (or move one held at its fit)."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "pos_embed" in name or "registers" in name else decay).append(p)
+        (no_decay if p.ndim < 2 or any(k in name for k in ("pos_embed", "registers", "view_motion"))
+         else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
 

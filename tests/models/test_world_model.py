@@ -127,6 +127,36 @@ def test_the_stick_view_learns_how_far_a_turn_moves_the_picture(device: torch.de
     assert float(learned[0].abs().sum() - learned[0, 2].abs()) < 0.5, learned
 
 
+def test_a_stick_view_held_at_its_fit_learns_only_its_zoom(device: torch.device) -> None:
+    from models.world_model import VIEW_ZOOM
+
+    torch.manual_seed(0)
+    config = baby_config(stick_view=True, stick_view_learn=False, output_mode="residual")
+    model = WorldModel(config).to(device)
+    assert model.view_motion is not None
+    with torch.no_grad():  # the fit: a full turn samples 2 pixels to the right
+        model.view_motion.weight[0, 2] = 2 / FLOW_PIXELS
+    fitted = [p.detach().clone() for p in model.view_motion.parameters()]
+    smooth = torch.nn.functional.avg_pool2d(torch.rand(8, 3, 40, 40, device=device), 9, 1)
+    sticks = torch.rand(8, 4, device=device) * 2 - 1
+    # The game turns 3 pixels a unit of stick and zooms in by e^0.1 (a raw zoom of 1).
+    grid = model.sample_grid * float(torch.exp(torch.tensor(-VIEW_ZOOM)))
+    grid = grid.expand(8, -1, -1, -1).clone()
+    grid[..., 0] += model.motion_scale[0] * 3 / FLOW_PIXELS * sticks[:, 2, None, None]
+    target = torch.nn.functional.grid_sample(smooth, grid, mode="bilinear",
+                                             padding_mode="border", align_corners=False)
+    optimizer = torch.optim.Adam(model.view_motion.parameters(), lr=0.02)
+    for _ in range(150):
+        optimizer.zero_grad()
+        loss = (model.moved_view(smooth, sticks) - target)[..., 4:-4, 4:-4].abs().mean()
+        loss.backward()
+        optimizer.step()
+    weight, bias = (p.detach() for p in model.view_motion.parameters())
+    torch.testing.assert_close(weight[:2], fitted[0][:2], rtol=0, atol=0)  # the shift held
+    torch.testing.assert_close(bias[:2], fitted[1][:2], rtol=0, atol=0)
+    assert abs(float(bias[2]) - 1) < 0.3, bias  # the zoom learned
+
+
 def test_warp_keeps_the_detail_that_bilinear_resampling_loses(device: torch.device) -> None:
     from train.drift import detail_energy
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -341,3 +342,25 @@ def test_a_stick_view_model_starts_from_how_the_recording_moves_with_the_sticks(
     learned = model.view_motion.weight.detach().numpy() * FLOW_PIXELS
     assert abs(learned[0, 0] - pixels[0, 0]) < 0.1  # one step on, still the fitted map
     assert abs(learned[2]).max() < 0.1  # no zoom to fit
+
+
+def test_a_stick_view_held_at_its_fit_keeps_it_through_training(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import train.loop
+
+    fitted: list[tuple[np.ndarray, np.ndarray]] = []
+    original = train.loop.fit_view_motion
+    monkeypatch.setattr(train.loop, "fit_view_motion",
+                        lambda data: fitted.append(original(data)) or fitted[-1])
+    rec = moving_square_recording(tmp_path / "rec", episodes=3, steps=30)
+    fit(baby_config(rec, steps=4, **{"model.stick_view": True, "model.stick_view_learn": False}),
+        tmp_path / "run")
+    model, _ = model_from_checkpoint(tmp_path / "run" / "latest.pt")
+    assert model.view_motion is not None
+    assert len(fitted) == 1
+    weight, bias = fitted[0]
+    # Neither the optimizer's steps nor its weight decay moved the shift from the fit.
+    torch.testing.assert_close(model.view_motion.weight.detach()[:2],
+                               torch.from_numpy(weight).float(), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(model.view_motion.bias.detach()[:2],
+                               torch.from_numpy(bias).float(), rtol=1e-6, atol=1e-7)
