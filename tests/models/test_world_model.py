@@ -104,6 +104,18 @@ def test_stick_view_moves_the_last_frame_as_its_map_of_the_sticks_says(
         model.tokenize(frames)
 
 
+def train_moved_view(model: WorldModel, frames: torch.Tensor, sticks: torch.Tensor,
+                     target: torch.Tensor) -> None:
+    """150 Adam steps of the view map alone towards ``target``, the borders left out."""
+    assert model.view_motion is not None
+    optimizer = torch.optim.Adam(model.view_motion.parameters(), lr=0.02)
+    for _ in range(150):
+        optimizer.zero_grad()
+        loss = (model.moved_view(frames, sticks) - target)[..., 4:-4, 4:-4].abs().mean()
+        loss.backward()
+        optimizer.step()
+
+
 def test_the_stick_view_learns_how_far_a_turn_moves_the_picture(device: torch.device) -> None:
     torch.manual_seed(0)
     model = WorldModel(baby_config(stick_view=True, output_mode="residual")).to(device)
@@ -116,12 +128,7 @@ def test_the_stick_view_learns_how_far_a_turn_moves_the_picture(device: torch.de
     grid[..., 0] += shift[:, None, None]
     target = torch.nn.functional.grid_sample(smooth, grid, mode="bilinear",
                                              padding_mode="border", align_corners=False)
-    optimizer = torch.optim.Adam(model.view_motion.parameters(), lr=0.02)
-    for _ in range(150):
-        optimizer.zero_grad()
-        loss = (model.moved_view(smooth, sticks) - target)[..., 4:-4, 4:-4].abs().mean()
-        loss.backward()
-        optimizer.step()
+    train_moved_view(model, smooth, sticks, target)
     learned = model.view_motion.weight.detach() * FLOW_PIXELS  # pixels per unit of stick
     assert abs(float(learned[0, 2]) - 3) < 0.3, learned
     assert float(learned[0].abs().sum() - learned[0, 2].abs()) < 0.5, learned
@@ -145,12 +152,7 @@ def test_a_stick_view_held_at_its_fit_learns_only_its_zoom(device: torch.device)
     grid[..., 0] += model.motion_scale[0] * 3 / FLOW_PIXELS * sticks[:, 2, None, None]
     target = torch.nn.functional.grid_sample(smooth, grid, mode="bilinear",
                                              padding_mode="border", align_corners=False)
-    optimizer = torch.optim.Adam(model.view_motion.parameters(), lr=0.02)
-    for _ in range(150):
-        optimizer.zero_grad()
-        loss = (model.moved_view(smooth, sticks) - target)[..., 4:-4, 4:-4].abs().mean()
-        loss.backward()
-        optimizer.step()
+    train_moved_view(model, smooth, sticks, target)
     weight, bias = (p.detach() for p in model.view_motion.parameters())
     torch.testing.assert_close(weight[:2], fitted[0][:2], rtol=0, atol=0)  # the shift held
     torch.testing.assert_close(bias[:2], fitted[1][:2], rtol=0, atol=0)
