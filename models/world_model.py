@@ -117,12 +117,9 @@ class WorldModel(nn.Module):
         paints its own output from it, so this resampling is never fed back);
         pixels from beyond the edge repeat the border."""
         assert self.view_motion is not None
-        weight: torch.Tensor = self.view_motion.weight
-        bias: torch.Tensor = self.view_motion.bias
+        motion = self.view_motion(controls.float()).float()  # (B, 3): x, y, zoom
         if not self.config.stick_view_learn:  # the shift held at its fit, the zoom learned
-            weight = torch.cat([weight[:2].detach(), weight[2:]])
-            bias = torch.cat([bias[:2].detach(), bias[2:]])
-        motion = F.linear(controls.float(), weight, bias).float()  # (B, 3): x, y, zoom
+            motion = torch.cat([motion[:, :2].detach(), motion[:, 2:]], 1)
         shift = (motion[:, :2] * self.motion_scale)[:, None, None, :]
         zoom = torch.exp(-VIEW_ZOOM * motion[:, 2])[:, None, None, None]  # > 0: zoom in
         moved = F.grid_sample(frame.float(), self.sample_grid * zoom + shift, mode="bilinear",
