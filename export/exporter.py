@@ -60,7 +60,8 @@ def export_onnx(model: WorldModel, path: Path, example: tuple[torch.Tensor, ...]
 
     inputs = model_inputs(manifest_for(model))
     batch = torch.export.Dim(BATCH_AXIS, min=1, max=4096)
-    logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # chatty optimizer passes
+    for chatty in ("onnx_ir", "onnxscript"):  # optimizer passes log every rewrite at INFO
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     # "torchvision is not installed. Skipping torchvision::nms": we do not use it.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     how = "dynamo"
