@@ -25,7 +25,7 @@ holds another configuration is refused: remove it, or give another ``--work``.
 ``gan`` is the all-remedies run with the conditional GAN loss from a quarter of
 the way in; the planner does not time the discriminator, so that run gets
 all-remedies' steps and spends more than the others (its report says how
-long it took). docs/long-dreams.md has what the runs of session 8 found.
+long it took). docs/long-dreams.md has the figures of its runs.
 """
 
 from __future__ import annotations
