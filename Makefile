@@ -19,7 +19,7 @@ $(VENV)/.installed-%: pyproject.toml tools/install.sh
 install: $(VENV)/.installed-$(DEMO_EXTRAS)
 install-dev: $(VENV)/.installed-$(TEST_EXTRAS)
 
-# Record Doom, train, evaluate, export, serve, report (demo/report.html); then play.
+# Record Doom, train, evaluate, export, serve, report (runs/demo/report.html); then play.
 demo: install
 	$(PY) -m demo $(DEMO_ARGS)
 
@@ -29,6 +29,7 @@ bench: install
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 typecheck: install-dev
 	$(VENV)/bin/mypy

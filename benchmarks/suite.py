@@ -68,16 +68,15 @@ def prepare(work: Path, bundle: Path | None, device: str) -> tuple[Path, Path]:
     """A recording and a bundle to measure. Uses ``bundle`` (and its training
     recording) when given; else records 2,000 steps, trains the tiny preset for
     30 steps and exports it: speed does not depend on how well a model is trained."""
-    from export.bundle import read_manifest
     from export.exporter import export_bundle
+    from export.manifest import Manifest
     from play.policies import WanderPolicy
     from play.record import record
     from play.worlds import make_world
     from train.loop import fit
 
     if bundle is not None:
-        manifest = read_manifest(bundle)
-        checkpoint = Path(manifest["checkpoint"]["path"])
+        checkpoint = Path(Manifest.read(bundle).checkpoint["path"])
         from train.checkpoint import load_checkpoint
 
         recordings = load_checkpoint(checkpoint)["config"]["data"]["recordings"]

@@ -20,8 +20,8 @@ def main(argv: list[str] | None = None) -> int:
                     "client that plays a scripted stick path, and write OUT/report.html (no "
                     "external assets). With a display it then opens the player. Run it again "
                     "and it reuses the recording and the trained checkpoint.")
-    p.add_argument("--out", type=Path, default=Path("demo"),
-                   help="where report.html and work/ go (default: demo)")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"),
+                   help="where report.html and work/ go (default: runs/demo)")
     p.add_argument("--quick", action="store_true",
                    help="about 5 minutes: less data, 2 minutes of training, shorter checks")
     p.add_argument("--minutes", type=float, help="training budget (default: 18, quick: 2)")
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    from demo.pipeline import DemoOptions, run
+    from demo.options import DemoOptions
+    from demo.pipeline import run
 
     options = DemoOptions(out=args.out, quick=args.quick, minutes=args.minutes or 0.0,
                           record_steps=args.record_steps or 0, val_steps=args.val_steps or 0,

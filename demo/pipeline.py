@@ -6,72 +6,21 @@ the trained checkpoint."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from demo.options import WORLD, DemoOptions, DemoResult
+
 log = logging.getLogger(__name__)
 
-WORLD = "doom:health_gathering"
 VAL_SEED = 100_000  # held-out episodes: seeds training never saw
-
-
-@dataclass
-class DemoOptions:
-    """Args:
-        out: Where everything goes: ``report.html`` and ``work/``.
-        quick: A 5-minute version: less data, a short training, short checks.
-        minutes: Training budget (0: 18, or 2 with ``quick``); the preset's steps
-            are scaled from its own ``max_minutes`` to it, so the learning-rate
-            schedule runs its whole course.
-        record_steps: Training recording length (0: 12,000, or 1,500 quick).
-        val_steps: Held-out recording length (0: 2,500, or 600 quick).
-        train_steps: Override the preset's optimizer steps, the cosine schedule's
-            length (0: the preset's).
-        frames: Frames the scripted client plays through the server (0: 300, or 100
-            quick).
-        config: Training preset.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        progress: Show progress bars.
-    """
-
-    out: Path = Path("demo")
-    quick: bool = False
-    minutes: float = 0.0
-    record_steps: int = 0
-    val_steps: int = 0
-    train_steps: int = 0
-    frames: int = 0
-    config: str = "tiny-codebook"
-    device: str = "auto"
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        q = self.quick
-        self.minutes = self.minutes or (2.0 if q else 18.0)
-        self.record_steps = self.record_steps or (1500 if q else 12_000)
-        self.val_steps = self.val_steps or (600 if q else 2500)
-        self.frames = self.frames or (100 if q else 300)
-
-    @property
-    def work(self) -> Path:
-        return self.out / "work"
-
-
-@dataclass
-class DemoResult:
-    """What each stage made and measured, for the report."""
-
-    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def stage(self, name: str) -> dict[str, Any]:
-        return self.stages.setdefault(name, {})
 
 
 def _bar(options: DemoOptions, total: int, desc: str, unit: str) -> Any:
@@ -83,7 +32,7 @@ def _bar(options: DemoOptions, total: int, desc: str, unit: str) -> Any:
 
 def recorded_steps(directory: Path) -> int:
     """Steps a recording's runs wrote (0 when there is none)."""
-    from train.recording import read_meta
+    from recording.format import read_meta
 
     if not (directory / "meta.json").is_file():
         return 0
@@ -183,7 +132,7 @@ def eval_stage(options: DemoOptions, checkpoint: Path, val: Path, info: dict[str
     model, state = model_from_checkpoint(checkpoint, map_location=device)
     c = model.config
     start = time.perf_counter()
-    frames = load_frames(val, (c.width, c.height), c.control_dim)
+    frames = load_frames(val, (c.height, c.width), c.control_dim)
     torch.manual_seed(0)
     horizons = (1, 4, 16, 64) if options.quick else (1, 4, 16, 64, 256)
     report = evaluate(model, [frames], device, out, horizons,
@@ -198,20 +147,21 @@ def eval_stage(options: DemoOptions, checkpoint: Path, val: Path, info: dict[str
 
 def export_stage(options: DemoOptions, checkpoint: Path, info: dict[str, Any]) -> Path:
     """Export the checkpoint to a bundle, unless this very checkpoint was exported."""
-    from export.bundle import MANIFEST, sha256_file
+    from export.bundle import sha256_file
     from export.exporter import export_bundle
+    from export.manifest import MANIFEST, BundleError, Manifest
 
     bundle = options.work / "bundle"
-    manifest_path = bundle / MANIFEST
     digest = sha256_file(checkpoint)
-    if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("checkpoint", {}).get("sha256") == digest:
-            info.update({"reused": True, "parity": manifest["parity"], "dir": str(bundle)})
-            return bundle
+    if (bundle / MANIFEST).is_file():
+        with contextlib.suppress(BundleError):  # a bundle this tool cannot read: export anew
+            manifest = Manifest.read(bundle)
+            if manifest.checkpoint.get("sha256") == digest:
+                info.update({"reused": True, "parity": manifest.parity, "dir": str(bundle)})
+                return bundle
     start = time.perf_counter()
     manifest = export_bundle(checkpoint, bundle)
-    info.update({"seconds": time.perf_counter() - start, "parity": manifest["parity"],
+    info.update({"seconds": time.perf_counter() - start, "parity": manifest.parity,
                  "dir": str(bundle)})
     return bundle
 

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from demo.pipeline import WORLD, DemoOptions, DemoResult
+from demo.options import WORLD, DemoOptions, DemoResult
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 60em;

@@ -30,11 +30,11 @@ def _export(argv: list[str]) -> int:
     args = p.parse_args(argv)
     manifest = export_bundle(args.checkpoint, args.out, args.recording, args.start_frames,
                              use_ema=not args.raw_weights)
-    print(f"bundle written to {args.out} (step {manifest['checkpoint']['step']}, "
-          f"{manifest['weights']} weights, ONNX via the {manifest['versions']['onnx_exporter']} "
+    print(f"bundle written to {args.out} (step {manifest.checkpoint['step']}, "
+          f"{manifest.weights} weights, ONNX via the {manifest.versions['onnx_exporter']} "
           f"exporter)")
     for name in ("onnxruntime", "torchscript"):
-        figures = ", ".join(f"{k} {v:.1e}" for k, v in manifest["parity"][name].items())
+        figures = ", ".join(f"{k} {v:.1e}" for k, v in manifest.parity[name].items())
         print(f"parity {name:<12} {figures}")
     return 0
 
@@ -66,9 +66,9 @@ def _bench(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from export.bundle import BundleError
+    from export.manifest import BundleError
+    from recording.format import RecordingError
     from train.checkpoint import CheckpointError
-    from train.recording import RecordingError
 
     try:
         if argv and argv[0] == "bench":

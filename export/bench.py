@@ -47,14 +47,16 @@ def bench(bundle: str | Path, batches: tuple[int, ...] = (1, 8, 32), rounds: int
     for name, (_, exact) in backends.items():
         results["backends"][name] = {"exact": exact, "ms": {}, "frames_per_s": {}}
     for b in batches:
-        frames = rng.random((b, m["context_frames"], 3, m["height"], m["width"]), np.float32)
-        controls = rng.uniform(-1, 1, (b, m["control_dim"])).astype(np.float32)
-        reference = eager.step(frames, controls)
+        frames = rng.random((b, *m.frame_shape), np.float32)
+        controls = rng.uniform(-1, 1, (b, m.control_dim)).astype(np.float32)
+        # Every backend draws from the same latent, so "max diff" compares one draw.
+        z = rng.standard_normal((b, m.latent_dim), dtype=np.float32) if m.latent_dim else None
+        reference = eager.step(frames, controls, latent=z)
         calls = max(2, 16 // b)
         times: dict[str, list[float]] = {name: [] for name in backends}
         for name, (backend, _) in backends.items():  # warm up, and check agreement
             for _ in range(3):
-                out = backend.step(frames, controls)
+                out = backend.step(frames, controls, latent=z)
             results["backends"][name].setdefault("max_abs_vs_eager", 0.0)
             results["backends"][name]["max_abs_vs_eager"] = max(
                 results["backends"][name]["max_abs_vs_eager"], max_diff(out, reference))
@@ -62,7 +64,7 @@ def bench(bundle: str | Path, batches: tuple[int, ...] = (1, 8, 32), rounds: int
             for name, (backend, _) in backends.items():
                 for _ in range(calls):
                     start = time.perf_counter()
-                    backend.step(frames, controls)
+                    backend.step(frames, controls, latent=z)
                     times[name].append((time.perf_counter() - start) * 1000.0)
         for name, t in times.items():
             ms = statistics.median(t)

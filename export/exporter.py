@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import platform
 import warnings
@@ -17,24 +16,24 @@ import torch
 from torch import nn
 
 from export.bundle import (
-    BATCH_AXIS,
-    FORMAT,
-    MANIFEST,
     ONNX_FILE,
-    OUTPUTS,
     START_FRAMES_FILE,
     TORCHSCRIPT_FILE,
-    VERSION,
     WEIGHTS_FILE,
-    BundleError,
     file_entry,
-    latent_dim,
-    model_inputs,
     sha256_file,
 )
-from export.runtime import TorchBackend, TorchScriptBackend, manifest_for
+from export.dream import Dream, Stepper
+from export.manifest import BATCH_AXIS, MANIFEST, OUTPUTS, BundleError, Manifest
+from export.onnx_runtime import OnnxBackend
+from export.torch_backends import (
+    TorchBackend,
+    TorchScriptBackend,
+    manifest_for,
+    start_frames_from_recording,
+)
 from models import WorldModel
-from train.recording import read_meta
+from recording.format import read_meta
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ def export_onnx(model: WorldModel, path: Path, example: tuple[torch.Tensor, ...]
     controls, and for a noise-conditioned model the noise levels."""
     import onnx
 
-    inputs = model_inputs(manifest_for(model))
+    inputs = manifest_for(model).inputs
     batch = torch.export.Dim(BATCH_AXIS, min=1, max=4096)
     for chatty in ("onnx_ir", "onnxscript"):  # optimizer passes log every rewrite at INFO
         logging.getLogger(chatty).setLevel(logging.WARNING)
@@ -119,19 +118,6 @@ def export_torchscript(model: WorldModel, path: Path, example: tuple[torch.Tenso
     frozen.save(str(path))
 
 
-def start_frames_from_recording(directory: str | Path, context_frames: int,
-                                size: tuple[int, int], count: int = 8) -> np.ndarray:
-    """``count`` contexts of K frames spread over a recording, resized to ``size``."""
-    from train.data import load_frames, transition_rows
-
-    frames = load_frames(directory, size)
-    rows = transition_rows(frames, context_frames)
-    if len(rows) == 0:
-        raise BundleError(f"{directory}: no {context_frames} consecutive frames to start from")
-    pick = np.linspace(0, len(rows) - 1, min(count, len(rows))).round().astype(np.int64)
-    return np.stack([frames.frames[rows[i, :context_frames]] for i in pick])
-
-
 def max_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
 
@@ -143,11 +129,11 @@ def patch_diffs(a: np.ndarray, b: np.ndarray, patch: int) -> np.ndarray:
     return d.reshape(B, H // patch, patch, W // patch, patch).max(axis=(2, 4))
 
 
-def parity(eager: Any, other: Any, start: np.ndarray, control_dim: int, seed: int = 0,
+def parity(eager: Stepper, other: Stepper, start: np.ndarray, seed: int = 0,
            batches: Sequence[int] = (1, 8), rollout_steps: int = 16,
            noise: bool = False) -> dict[str, float]:
     """Max abs difference to eager at each batch size, and after a rollout in
-    which each backend feeds back its own predictions. With ``noise``, the
+    which each backend dreams on from its own predictions. With ``noise``, the
     batches also carry random noise levels (the rollout uses the default). A
     model with a latent gets the same random latents in both backends.
 
@@ -156,13 +142,8 @@ def parity(eager: Any, other: Any, start: np.ndarray, control_dim: int, seed: in
     its rollout feeds both backends eager's frames, since after one tie two
     dreams may rightly go different ways."""
     rng = np.random.default_rng(seed)
-    dim = latent_dim(eager.manifest)
-    model = eager.manifest.get("model", {})
-    patch = int(model["codebook_patch"]) if model.get("output_mode") == "codebook" else 0
-
-    def latent(b: int) -> np.ndarray | None:
-        return rng.standard_normal((b, dim), dtype=np.float32) if dim else None
-
+    m = eager.manifest
+    patch = m.codebook_patch
     diffs: dict[str, list[np.ndarray]] = {}
 
     def compare(key: str, a: np.ndarray, b: np.ndarray) -> None:
@@ -172,19 +153,21 @@ def parity(eager: Any, other: Any, start: np.ndarray, control_dim: int, seed: in
     for b in batches:
         idx = rng.integers(0, len(start), b)
         frames = start[idx].astype(np.float32) / 255.0
-        controls = rng.uniform(-1, 1, (b, control_dim)).astype(np.float32)
+        controls = rng.uniform(-1, 1, (b, m.control_dim)).astype(np.float32)
         level = rng.uniform(0, 0.3, b).astype(np.float32) if noise else None
-        z = latent(b)
+        z = rng.standard_normal((b, m.latent_dim), dtype=np.float32) if m.latent_dim else None
         compare(f"batch{b}", eager.step(frames, controls, level, z),
                 other.step(frames, controls, level, z))
-    a = b_ = start[:1].astype(np.float32) / 255.0
+    # The same seed draws both dreams the same fresh latent every step.
+    ours, theirs = Dream(m, "fresh", seed), Dream(other.manifest, "fresh", seed)
+    ours.reset(start[0])
+    theirs.reset(start[0])
     for _ in range(rollout_steps):
-        controls = rng.uniform(-1, 1, (1, control_dim)).astype(np.float32)
-        z = latent(1)
-        na, nb = eager.step(a, controls, None, z), other.step(b_, controls, None, z)
-        compare(f"rollout{rollout_steps}", na, nb)
-        a = np.concatenate([a[:, 1:], na[:, None]], axis=1)
-        b_ = a if patch else np.concatenate([b_[:, 1:], nb[:, None]], axis=1)
+        controls = rng.uniform(-1, 1, m.control_dim).astype(np.float32)
+        compare(f"rollout{rollout_steps}", ours.step(eager, controls)[None],
+                theirs.step(other, controls)[None])
+        if patch:
+            theirs.window = ours.window
     out: dict[str, float] = {}
     for key, parts in diffs.items():
         d = np.concatenate([p.ravel() for p in parts])
@@ -206,7 +189,7 @@ def check_parity(name: str, figures: dict[str, float]) -> None:
 
 
 def export_bundle(checkpoint: str | Path, out: str | Path, recording: str | Path | None = None,
-                  start_count: int = 8, use_ema: bool = True) -> dict[str, Any]:
+                  start_count: int = 8, use_ema: bool = True) -> Manifest:
     """Export a checkpoint to a bundle directory and return its manifest.
 
     The manifest is written last, after every parity check passed: a directory
@@ -224,7 +207,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, recording: str | Path
                                                  *train_config["data"]["val_recordings"]]
     if not recordings:
         raise BundleError("no recording to take start frames from: pass --recording DIR")
-    start = start_frames_from_recording(recordings[0], c.context_frames, (c.width, c.height),
+    start = start_frames_from_recording(recordings[0], c.context_frames, (c.height, c.width),
                                         start_count)
     meta = read_meta(Path(recordings[0]))
     out.mkdir(parents=True, exist_ok=True)
@@ -244,34 +227,31 @@ def export_bundle(checkpoint: str | Path, out: str | Path, recording: str | Path
                                                         WEIGHTS_FILE, START_FRAMES_FILE)}
     manifest = manifest_for(
         model, control_names=meta.get("control_names"), fps=meta.get("fps"),
-        world=meta.get("world"), noise_level=play_noise_level(state))
-    manifest.update({"format": FORMAT, "version": VERSION, "files": files,
-                     "io": {"inputs": list(model_inputs(manifest)), "outputs": list(OUTPUTS),
-                            "batch_axis": BATCH_AXIS},
-                     "weights": "ema" if use_ema and state.get("ema") is not None else "raw",
-                     "checkpoint": {"path": str(checkpoint), "step": state["step"],
-                                    "sha256": sha256_file(checkpoint)},
-                     "versions": _versions(exporter)})
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")  # for the loaders
+        world=meta.get("world"), noise_level=play_noise_level(state) or 0.0, files=files,
+        weights="ema" if use_ema and state.get("ema") is not None else "raw",
+        checkpoint={"path": str(checkpoint), "step": state["step"],
+                    "sha256": sha256_file(checkpoint)},
+        versions=_versions(exporter))
+    manifest = manifest.replace(io={"inputs": list(manifest.inputs), "outputs": list(OUTPUTS),
+                                    "batch_axis": BATCH_AXIS})
+    manifest.write(out)  # for the loaders; written again with the parity figures
     try:
         eager = TorchBackend(model, manifest, "cpu", autocast=False)
-        from export.onnx_runtime import OnnxBackend
-
         noise = c.noise_conditioning
-        figures = {"onnxruntime": parity(eager, OnnxBackend(out, "cpu"), start, c.control_dim,
-                                         noise=noise),
+        figures = {"onnxruntime": parity(eager, OnnxBackend(out, "cpu"), start, noise=noise),
                    "torchscript": parity(eager, TorchScriptBackend(out, "cpu"), start,
-                                         c.control_dim, noise=noise)}
+                                         noise=noise)}
         for name, f in figures.items():
             check_parity(name, f)
     except BaseException:
         (out / MANIFEST).unlink(missing_ok=True)
         raise
-    manifest["parity"] = {"reference": "eager float32, cpu", "one_step_atol": PARITY_ATOL,
-                          "rollout_atol": DRIFT_ATOL, **figures}
+    results: dict[str, Any] = {"reference": "eager float32, cpu", "one_step_atol": PARITY_ATOL,
+                               "rollout_atol": DRIFT_ATOL, **figures}
     if c.output_mode == "codebook":
-        manifest["parity"]["tie_share"] = TIE_SHARE
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        results["tie_share"] = TIE_SHARE
+    manifest = manifest.replace(parity=results)
+    manifest.write(out)
     return manifest
 
 

@@ -9,20 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from export.bundle import (
-    LATENT_INPUT,
-    NOISE_INPUT,
-    ONNX_FILE,
-    OUTPUTS,
-    BundleError,
-    check_io_shapes,
-    default_noise_level,
-    latent_input,
-    load_start_frames,
-    model_inputs,
-    read_manifest,
-    verify_file,
-)
+from export.bundle import ONNX_FILE, check_io_shapes, load_start_frames, verify_file
+from export.dream import latent_input
+from export.manifest import LATENT_INPUT, NOISE_INPUT, OUTPUTS, BundleError, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +45,7 @@ class OnnxBackend:
             raise ImportError("onnxruntime is not installed: pip install -e '.[export]' "
                               "(or '.[gpu]' for onnxruntime-gpu)") from err
         self.bundle = Path(bundle)
-        self.manifest = read_manifest(bundle)
+        self.manifest = Manifest.read(bundle)
         path = verify_file(bundle, model_file, self.manifest)
         available = ort.get_available_providers()
         providers = ["CPUExecutionProvider"]
@@ -81,7 +70,7 @@ class OnnxBackend:
         log.info("onnxruntime: running %s on %s", path, self.provider)
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
-        self.inputs = model_inputs(self.manifest)
+        self.inputs = self.manifest.inputs
         if tuple(inputs) != self.inputs or tuple(outputs) != OUTPUTS:
             raise BundleError(f"{path}: inputs {list(inputs)} and outputs {outputs}, expected "
                               f"{list(self.inputs)} and {list(OUTPUTS)} (the manifest's "
@@ -116,16 +105,16 @@ class OnnxBackend:
     def _run(self, f: np.ndarray, c: np.ndarray, noise_level: Any = None,
              latent: Any = None) -> np.ndarray:
         m = self.manifest
-        want = (m["context_frames"], 3, m["height"], m["width"])
+        want = m.frame_shape
         if f.ndim != 5 or f.shape[1:] != want:
             raise ValueError(f"frames must have shape (B, {', '.join(map(str, want))}), "
                              f"got {f.shape}")
-        if c.shape != (f.shape[0], m["control_dim"]):
-            raise ValueError(f"controls must have shape ({f.shape[0]}, {m['control_dim']}), "
+        if c.shape != (f.shape[0], m.control_dim):
+            raise ValueError(f"controls must have shape ({f.shape[0]}, {m.control_dim}), "
                              f"got {c.shape}")
         feed = {"frames": f, "controls": c}
         if NOISE_INPUT in self.inputs:
-            level = default_noise_level(m) if noise_level is None else noise_level
+            level = m.noise_level if noise_level is None else noise_level
             feed[NOISE_INPUT] = np.broadcast_to(
                 np.asarray(level, np.float32), (f.shape[0],)).copy()
         z = latent_input(m, f.shape[0], latent, self._rng)

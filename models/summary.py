@@ -68,6 +68,7 @@ def flop_counts(model: WorldModel) -> dict[str, float]:
     p = next(model.parameters())
     frames = torch.rand(1, c.context_frames, 3, c.height, c.width, device=p.device)
     controls = torch.zeros(1, c.control_dim, device=p.device)
+    noise = torch.zeros(1, device=p.device) if c.noise_conditioning else None
 
     def count(fn: Any, *args: Any) -> tuple[float, Any]:
         with FlopCounterMode(display=False) as counter:
@@ -75,8 +76,8 @@ def flop_counts(model: WorldModel) -> dict[str, float]:
         return counter.get_total_flops() / 1e9, out
 
     with torch.no_grad():
-        tok, tokens = count(model.tokenize, frames)
-        act, action = count(model.embed_action, controls)
+        tok, tokens = count(model.tokenize, frames, controls)
+        act, action = count(model.embed_action, controls, noise)
         trk, tokens = count(model.trunk, tokens, action)
         dec, _ = count(model.decode, tokens, frames[:, -1])
     return {"tokenizer": tok, "action MLP": act, "transformer": trk, "decoder": dec,

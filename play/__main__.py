@@ -8,15 +8,14 @@ import logging
 import sys
 from pathlib import Path
 
-from export.bundle import LATENT_MODES
+from export.cli import add_fps_arg, add_model_args
 from play.worlds import MissingExtra
 
 
 def _record(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from play.policies import make_policy
-    from play.record import format_coverage, parse_size, record
+    from play.record import format_coverage, make_policy, parse_size, record
     from play.worlds import make_world
 
     options: dict[str, object] = {}
@@ -66,11 +65,9 @@ def _play(args: argparse.Namespace) -> int:
 
     source: FrameSource
     if args.command == "dream":
-        from export.runtime import load_backend
+        from export.cli import backend_from_args
 
-        source = DreamSource(load_backend(args.bundle, args.backend, args.device,
-                                          noise_level=args.noise_level), args.seed,
-                             args.latent)
+        source = DreamSource(backend_from_args(args), args.seed, args.latent)
     elif args.command == "remote":
         source = RemoteSource(args.url, args.token, args.encoding)
     elif args.command == "real":
@@ -80,11 +77,10 @@ def _play(args: argparse.Namespace) -> int:
     elif args.command == "replay":
         source = ReplaySource(args.recording)
     else:
-        from export.runtime import load_backend
+        from export.cli import backend_from_args
         from play.worlds import make_world
 
-        backend = load_backend(args.bundle, args.backend, args.device,
-                               noise_level=args.noise_level)
+        backend = backend_from_args(args)
         world = make_world(args.world) if args.world else None
         source = CompareSource(backend, args.recording, world, args.latent)
     options = PlayOptions(scale=args.scale, smooth=args.smooth, fullscreen=args.fullscreen,
@@ -105,16 +101,6 @@ def _play(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--noise-level", type=float, default=None,
-                   help="context noise level a noise-conditioned model is told (default: the "
-                        "bundle's, from training's noise.play_level)")
-    p.add_argument("--latent", default="hold", choices=LATENT_MODES,
-                   help="a model with a latent: hold one latent for each dream (default: one "
-                        "world that stands still when the sticks rest; R draws another) or "
-                        "draw a fresh one every step (every frame a new draw: it shimmers)")
-
-
 def _player_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=int, default=8, help="initial window pixels per frame pixel")
     p.add_argument("--smooth", action="store_true", help="smooth scaling (M toggles)")
@@ -123,7 +109,7 @@ def _player_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dead-zone", type=float, default=0.1, help="gamepad stick dead zone")
     p.add_argument("--invert-y", action="store_true", help="invert both sticks' y axes")
     p.add_argument("--mouse", action="store_true", help="the mouse drives the right stick")
-    p.add_argument("--fps", type=float, default=None, help="target fps (default: the model's)")
+    add_fps_arg(p, "frames shown")
     p.add_argument("--frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--captures", type=Path, default=Path("captures"),
@@ -141,12 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     dream = sub.add_parser("dream", help="play the model in-process (bundle or checkpoint)")
-    dream.add_argument("--bundle", type=Path, required=True,
-                       help="bundle directory (python -m export) or checkpoint .pt")
-    dream.add_argument("--backend", default="auto",
-                       choices=["auto", "torch", "torchscript", "onnxruntime"])
-    dream.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    _model_options(dream)
+    add_model_args(dream)
     _player_options(dream)
     remote = sub.add_parser("remote", help="play a dream streamed by python -m serve")
     remote.add_argument("url", help="e.g. ws://host:8765/dream")
@@ -162,14 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("recording", type=Path)
     _player_options(replay)
     compare = sub.add_parser("compare", help="ground truth beside the dream")
-    compare.add_argument("--bundle", type=Path, required=True)
+    add_model_args(compare)
     compare.add_argument("--recording", type=Path, default=None,
                          help="replay this recording's controls into the dream")
     compare.add_argument("--world", default=None,
                          help="or drive this real world and the dream with live sticks")
-    compare.add_argument("--backend", default="auto")
-    compare.add_argument("--device", default="auto")
-    _model_options(compare)
     _player_options(compare)
 
     rec = sub.add_parser(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.recording import STICK_NAMES, Recording, read_recording
+from recording.format import STICK_NAMES, Recording, read_recording
 
 
 def inspect_recording(directory: str | Path, control_dim: int | None = None,

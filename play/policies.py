@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from train.recording import read_recording
+from recording.format import read_recording
 
 
 class StopRecording(Exception):
@@ -122,20 +122,3 @@ class ReplayPolicy:
         out = self._controls[self._i]
         self._i += 1
         return out
-
-
-def make_policy(name: str, seed: int = 0, source: str | None = None,
-                fps: float = 30.0, title: str = "TinyDreams", rest: float = 0.1) -> Policy:
-    """``wander`` (resting a ``rest`` share of the steps), ``replay`` (needs
-    ``source``) or ``human`` (opens a window)."""
-    if name == "wander":
-        return WanderPolicy(seed=seed, rest=rest)
-    if name == "replay":
-        if source is None:
-            raise ValueError("the replay policy needs a source recording (--source DIR)")
-        return ReplayPolicy(source)
-    if name == "human":
-        from play.human import HumanPolicy
-
-        return HumanPolicy(fps=fps, title=title)
-    raise ValueError(f"unknown policy {name!r}; choose human, wander or replay")

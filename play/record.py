@@ -10,32 +10,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from play.policies import Policy, StopRecording
+from play.policies import Policy, ReplayPolicy, StopRecording, WanderPolicy
 from play.worlds import World
-from train.recording import RecordingWriter
+from recording.format import RecordingWriter
+from recording.frames import resize
 
 log = logging.getLogger(__name__)
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``64`` -> (64, 64); ``80x60`` -> (80, 60), as (width, height)."""
+    """``64`` -> (64, 64); ``80x60`` (width x height, as screens are named) ->
+    (60, 80), as (height, width)."""
     w, sep, h = text.lower().partition("x")
     try:
-        size = (int(w), int(h) if sep else int(w))
+        size = (int(h) if sep else int(w), int(w))
     except ValueError:
         raise ValueError(f"size must be N or WxH, e.g. 64 or 80x60; got {text!r}") from None
     if min(size) < 8:
         raise ValueError(f"size must be at least 8 pixels a side, got {text!r}")
     return size
-
-
-def resize(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    """``(H, W, 3)`` uint8 -> ``size`` = (width, height), bilinear."""
-    if size is None or (frame.shape[1], frame.shape[0]) == size:
-        return frame
-    return np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BILINEAR))
 
 
 @dataclass
@@ -70,9 +64,9 @@ def record(world: World, policy: Policy, out: str | Path, steps: int,
     """
     first = world.reset(seed=seed)
     policy.reset(seed)
-    frame_size = size or (first.shape[1], first.shape[0])
+    frame_size = size or first.shape[:2]
     info = {"world": world.id, "fps": world.fps, "seed": seed, **(meta or {})}
-    writer = RecordingWriter(out, frame_size[1], frame_size[0], world.control_names, info)
+    writer = RecordingWriter(out, frame_size[0], frame_size[1], world.control_names, info)
     applied: list[np.ndarray] = []
     zero = np.zeros(len(world.control_names), np.float32)
     start = time.perf_counter()
@@ -116,3 +110,20 @@ def format_coverage(stats: RecordStats, names: tuple[str, ...], bins: int = 10) 
         filled = (row >= 0.01).sum()
         lines.append(f"  {name:<8} -1 |{cells}| +1   {filled}/{bins} bins with >= 1%")
     return "\n".join(lines)
+
+
+def make_policy(name: str, seed: int = 0, source: str | None = None,
+                fps: float = 30.0, title: str = "TinyDreams", rest: float = 0.1) -> Policy:
+    """``wander`` (resting a ``rest`` share of the steps), ``replay`` (needs
+    ``source``) or ``human`` (opens a window)."""
+    if name == "wander":
+        return WanderPolicy(seed=seed, rest=rest)
+    if name == "replay":
+        if source is None:
+            raise ValueError("the replay policy needs a source recording (--source DIR)")
+        return ReplayPolicy(source)
+    if name == "human":
+        from play.human import HumanPolicy
+
+        return HumanPolicy(fps=fps, title=title)
+    raise ValueError(f"unknown policy {name!r}; choose human, wander or replay")

@@ -13,10 +13,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from export.bundle import DreamLatent, to_image
-from play.record import resize
+from export.dream import Dream
 from play.worlds import World
-from train.recording import RecordingWriter, load_frame, read_recording
+from recording.format import RecordingWriter, read_recording
+from recording.frames import load_image, resize, to_image, to_model_frame
 
 log = logging.getLogger(__name__)
 
@@ -78,56 +78,31 @@ class RealSource:
         self.world.close()
 
 
-class Dreamer:
-    """One dream over a backend: its rolling window of K frames and, for a model
-    with a latent, the latent it holds (or draws fresh every step; ``latent``)."""
-
-    def __init__(self, backend: Any, latent: str = "hold", seed: int | None = None) -> None:
-        self.backend = backend
-        self.latent = DreamLatent.for_bundle(backend.manifest, latent, seed)
-
-    def start(self, context: np.ndarray) -> None:
-        """A new dream from ``(1, K, 3, H, W)`` float32 frames (and a new latent)."""
-        self.context = context
-        self.latent.reset()
-
-    def step(self, controls: np.ndarray) -> np.ndarray:
-        """The next frame ``(3, H, W)``, rolled into the window."""
-        sticks = np.asarray(controls, np.float32)[None]
-        z = self.latent.next(sticks)
-        nxt = (self.backend.step(self.context, sticks) if z is None else
-               self.backend.step(self.context, sticks, latent=z[None]))
-        self.context = np.concatenate([self.context[:, 1:], nxt[:, None]], axis=1)
-        return np.asarray(nxt[0])
-
-
 class DreamSource:
     """The model in-process (any ``export.runtime`` backend), fed its own frames."""
 
     def __init__(self, backend: Any, seed: int = 0, latent: str = "hold") -> None:
         self.backend = backend
-        m = backend.manifest
         self.name = f"dream ({getattr(backend, 'name', '?')} on {getattr(backend, 'device', '?')})"
-        self.fps = float(m.get("fps") or 15.0)
+        self.fps = float(backend.manifest.fps or 15.0)
         self.start = backend.start_frames()
-        self.dreamer = Dreamer(backend, latent, seed)
+        self.dream = Dream(backend.manifest, latent, seed)
         self.turn = seed
         self.step_ms = 0.0
 
     @property
     def context(self) -> np.ndarray:
-        """The window ``(1, K, 3, H, W)`` the next step sees."""
-        return self.dreamer.context
+        """The window ``(K, 3, H, W)`` the next step sees."""
+        return self.dream.window
 
     def reset(self) -> np.ndarray:
-        self.dreamer.start(self.start[self.turn % len(self.start)].astype(np.float32)[None]
-                           / 255.0)
+        self.dream.reset(self.start[self.turn % len(self.start)])
         self.turn += 1
-        return to_image(self.context[0, -1])
+        return to_image(self.context[-1])
 
     def step(self, controls: np.ndarray) -> np.ndarray:
         start = time.perf_counter()
-        nxt = self.dreamer.step(controls)
+        nxt = self.dream.step(self.backend, controls)
         self.step_ms = 0.9 * self.step_ms + 0.1 * (time.perf_counter() - start) * 1000.0
         return to_image(nxt)
 
@@ -157,7 +132,7 @@ class ReplaySource:
 
     def _frame(self) -> np.ndarray:
         entry = self.recording.entries[min(self.i, len(self.recording.entries) - 1)]
-        return load_frame(entry.frame)
+        return load_image(entry.frame)
 
     def step(self, controls: np.ndarray) -> np.ndarray | None:
         self.i += 1
@@ -187,7 +162,8 @@ class RemoteSource:
         self.frames = 0
         self.reconnects = 0
         self._latest: np.ndarray | None = None
-        self._controls = np.zeros(4, np.float32)
+        self._controls = np.zeros(0, np.float32)  # the player's, sent as the server's length
+        self.frame_size = (64, 64)  # (height, width): the server's, once it welcomes us
         self._reset_asked = False
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -197,6 +173,7 @@ class RemoteSource:
 
     async def _main(self) -> None:
         from serve.client import DreamClient, decode_image
+        from serve.protocol import ping_message, reset_message
 
         backoff = 0.5
         while not self._stop.is_set():
@@ -210,22 +187,27 @@ class RemoteSource:
                 continue
             backoff = 0.5
             self.status = "connected"
-            self.fps = float(client.welcome["model"]["fps"])
-            sent = np.full(4, np.nan, np.float32)
+            model = client.welcome["model"]
+            self.fps = float(model["fps"])
+            self.frame_size = (int(model["height"]), int(model["width"]))
+            control_dim = int(model["control_dim"])
+            sent = np.full(control_dim, np.nan, np.float32)
             last_send, last_ping = 0.0, 0.0
             try:
                 while not self._stop.is_set():
                     now = time.monotonic()
-                    controls = self._controls.copy()
+                    controls = np.zeros(control_dim, np.float32)  # missing axes rest
+                    given = self._controls[:control_dim]
+                    controls[:len(given)] = given
                     if not np.array_equal(controls, sent) or now - last_send > 0.2:
                         await client.send_controls(controls)
                         sent, last_send = controls, now
                     if self._reset_asked:
                         self._reset_asked = False
-                        await client.ws.send('{"type": "reset"}')
+                        await client.ws.send(reset_message())
                     if now - last_ping > 1.0:
                         last_ping = now
-                        await client.ws.send(f'{{"type": "ping", "t": {now}}}')
+                        await client.ws.send(ping_message(now))
                     while not client.texts.empty():
                         reply = client.texts.get_nowait()
                         if reply.get("type") == "pong":
@@ -253,7 +235,7 @@ class RemoteSource:
         while self._latest is None and time.monotonic() < deadline and not self._stop.is_set():
             time.sleep(0.01)
         frame = self.step(self._controls)
-        return frame if frame is not None else np.zeros((64, 64, 3), np.uint8)
+        return frame if frame is not None else np.zeros((*self.frame_size, 3), np.uint8)
 
     def step(self, controls: np.ndarray) -> np.ndarray | None:
         self._controls = np.asarray(controls, np.float32).copy()
@@ -280,10 +262,8 @@ class CompareSource:
         if (recording is None) == (world is None):
             raise ValueError("compare needs exactly one of a recording or a world")
         self.backend = backend
-        self.dreamer = Dreamer(backend, latent)
-        m = backend.manifest
-        self.size = (int(m["width"]), int(m["height"]))
-        self.K = int(m["context_frames"])
+        self.dream = Dream(backend.manifest, latent)
+        self.size = (backend.manifest.height, backend.manifest.width)
         self.replay = ReplaySource(recording) if recording is not None else None
         self.real = RealSource(world) if world is not None else None
         source = self.replay or self.real
@@ -300,8 +280,7 @@ class CompareSource:
         source = self.replay or self.real
         assert source is not None
         truth = resize(source.reset(), self.size)
-        self.dreamer.start(np.repeat(truth.transpose(2, 0, 1)[None, None].astype(np.float32)
-                                     / 255.0, self.K, axis=1))
+        self.dream.reset(to_model_frame(truth))
         self.errors = []
         return np.concatenate([truth, truth], axis=1)
 
@@ -316,7 +295,7 @@ class CompareSource:
         if truth is None:
             return None
         truth = resize(truth, self.size)
-        dream = to_image(self.dreamer.step(controls))
+        dream = to_image(self.dream.step(self.backend, controls))
         self.errors.append(float(np.abs(dream.astype(np.float32) - truth).mean() / 255.0))
         return np.concatenate([truth, dream], axis=1)
 

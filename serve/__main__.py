@@ -8,9 +8,8 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 
-from export.bundle import LATENT_MODES
+from export.cli import add_fps_arg, add_model_args
 
 
 def server_parser() -> argparse.ArgumentParser:
@@ -20,20 +19,7 @@ def server_parser() -> argparse.ArgumentParser:
         description="Serve a world model over websockets at ws://HOST:PORT/dream: one dream "
                     "per client, every client's steps batched into one model call. Also "
                     "GET /healthz and GET /metrics (Prometheus) on the same port.")
-    p.add_argument("--bundle", type=Path, required=True,
-                   help="bundle directory (python -m export) or a checkpoint .pt")
-    p.add_argument("--backend", default="auto",
-                   choices=["auto", "torch", "torchscript", "onnxruntime"])
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--bf16", action="store_true",
-                   help="torch backend: bf16 autocast on the CPU too (approximate; on CPUs "
-                        "with AMX about twice the frames/s at batch 8)")
-    p.add_argument("--noise-level", type=float, default=None,
-                   help="context noise level a noise-conditioned model is told (default: the "
-                        "bundle's, from training's noise.play_level)")
-    p.add_argument("--latent", default="hold", choices=LATENT_MODES,
-                   help="a model with a latent: hold one latent for each client's dream "
-                        "(default; a reset draws another) or draw a fresh one every step")
+    add_model_args(p, bf16=True)
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to bind (default loopback; 0.0.0.0 to let others in)")
     p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
@@ -45,18 +31,16 @@ def server_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=16, help="largest batch per model call")
     p.add_argument("--max-delay-ms", type=float, default=4.0,
                    help="longest wait for stragglers when forming a batch")
-    p.add_argument("--fps", type=float, default=None,
-                   help="realtime steps per second (default: the recording's)")
+    add_fps_arg(p, "realtime steps")
     p.add_argument("--idle-timeout", type=float, default=300.0, help="seconds")
     return p
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from export.runtime import load_backend
+    from export.cli import backend_from_args
     from serve.server import DreamServer, ServerConfig
 
-    backend = load_backend(args.bundle, args.backend, args.device,
-                           autocast=True if args.bf16 else None, noise_level=args.noise_level)
+    backend = backend_from_args(args)
     config = ServerConfig(host=args.host, port=args.port,
                           token=args.token or os.environ.get("TINYDREAMS_TOKEN") or None,
                           origins=args.origin, max_sessions=args.max_sessions,
@@ -79,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                                                    "%(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    from export.bundle import BundleError
-    from train.checkpoint import CheckpointError
+    from export.manifest import BundleError
 
     try:
         if argv and argv[0] == "bench":
@@ -88,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return bench_main(argv[1:])
         return asyncio.run(_serve(server_parser().parse_args(argv)))
-    except (BundleError, CheckpointError, ValueError, ImportError, OSError) as err:
+    except (BundleError, ValueError, ImportError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

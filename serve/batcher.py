@@ -4,21 +4,19 @@ one batched call, off the event loop."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
+from export.dream import StepInput, Stepper, run_inputs
 from serve.metrics import Metrics
 
 
 class _Request(NamedTuple):
-    context: np.ndarray  # (K, 3, H, W)
-    controls: np.ndarray  # (control_dim,)
-    latent: np.ndarray | None  # (latent_dim,) for a model with a latent
+    inputs: StepInput
     future: asyncio.Future[np.ndarray]
     asked: float  # perf_counter() when it was queued
 
@@ -32,15 +30,14 @@ class Batcher:
     the event loop keeps serving sockets meanwhile.
 
     Args:
-        backend: Anything with ``step(frames, controls) -> next_frames`` (numpy)
-            and, for a model with a latent, ``step(..., latent=latents)``.
+        backend: The model (``export.runtime.Backend``).
         max_batch: Largest batch per model call.
         max_delay_ms: Longest wait for stragglers after the first request.
         expected: How many sessions could ask now (open sessions).
         metrics: Where batch sizes and latencies are recorded.
     """
 
-    def __init__(self, backend: Any, max_batch: int, max_delay_ms: float,
+    def __init__(self, backend: Stepper, max_batch: int, max_delay_ms: float,
                  expected: Callable[[], int], metrics: Metrics) -> None:
         self.backend = backend
         self.max_batch, self.max_delay = max_batch, max_delay_ms / 1000.0
@@ -58,12 +55,10 @@ class Batcher:
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-    async def step(self, context: np.ndarray, controls: np.ndarray,
-                   latent: np.ndarray | None = None) -> np.ndarray:
-        """The next frame ``(3, H, W)`` for one session's context ``(K, 3, H, W)``
-        (and its ``(latent_dim,)`` latent, for a model with one)."""
+    async def step(self, inputs: StepInput) -> np.ndarray:
+        """The next frame ``(3, H, W)`` for one dream's inputs (``Dream.inputs``)."""
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Request(context, controls, latent, future, time.perf_counter()))
+        self._queue.put_nowait(_Request(inputs, future, time.perf_counter()))
         return await future
 
     async def _collect(self) -> list[_Request]:
@@ -90,17 +85,12 @@ class Batcher:
             batch = [b for b in await self._collect() if not b.future.done()]
             if not batch:
                 continue
-            frames = np.stack([b.context for b in batch]).astype(np.float32, copy=False)
-            controls = np.stack([b.controls for b in batch]).astype(np.float32, copy=False)
-            held = [b.latent for b in batch if b.latent is not None]
-            latents = np.stack(held).astype(np.float32, copy=False) if held else None
             start = time.perf_counter()
             for b in batch:
                 self.metrics.queue_seconds.observe(start - b.asked)
-            step = (self.backend.step if latents is None else
-                    functools.partial(self.backend.step, latent=latents))
             try:
-                out = await loop.run_in_executor(self._executor, step, frames, controls)
+                out = await loop.run_in_executor(self._executor, run_inputs, self.backend,
+                                                 [b.inputs for b in batch])
             except Exception as err:  # a model failure fails these steps, not the server
                 for b in batch:
                     if not b.future.done():

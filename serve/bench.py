@@ -22,7 +22,7 @@ def in_process_rate(backend: Any, seconds: float) -> float:
     """Frames/s of ``backend.step`` at batch 1, fed back, no network."""
     m = backend.manifest
     frames = backend.start_frames()[:1].astype(np.float32) / 255.0
-    controls = np.zeros((1, m["control_dim"]), np.float32)
+    controls = np.zeros((1, m.control_dim), np.float32)
     for _ in range(5):
         backend.step(frames, controls)
     n, start = 0, time.perf_counter()
@@ -48,7 +48,7 @@ async def run_clients(server: DreamServer, clients: int, seconds: float,
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
             t = time.perf_counter()
-            await c.step(rng.uniform(-1, 1, 4).astype(np.float32))
+            await c.step(rng.uniform(-1, 1, c.control_dim).astype(np.float32))
             latencies.append((time.perf_counter() - t) * 1000.0)
         return latencies
 

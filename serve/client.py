@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import time
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from websockets.asyncio.client import ClientConnection, connect
 
-from serve.protocol import PROTOCOL, Frame, decode_frame, encode_input
+from recording import frames
+from serve.protocol import (
+    Frame,
+    decode_frame,
+    encode_input,
+    hello_message,
+    ping_message,
+    reset_message,
+)
 
 
 def decode_image(frame: Frame) -> np.ndarray:
     """A FRAME's payload -> ``(H, W, 3)`` uint8."""
     if frame.encoding == "raw":
         return np.frombuffer(frame.payload, np.uint8).reshape(frame.height, frame.width, 3)
-    with Image.open(io.BytesIO(frame.payload)) as img:
-        return np.asarray(img.convert("RGB"))
+    return frames.decode_image(frame.payload)
 
 
 class ServerError(Exception):
@@ -53,12 +58,7 @@ class DreamClient:
                       timeout: float = 10.0) -> DreamClient:
         ws = await connect(url, compression=None, max_size=None, open_timeout=timeout,
                            origin=origin)  # type: ignore[arg-type]
-        hello: dict[str, Any] = {"type": "hello", "protocol": PROTOCOL, "mode": mode,
-                                 "encoding": encoding, "quality": quality}
-        for key, value in (("fps", fps), ("seed", seed), ("token", token)):
-            if value is not None:
-                hello[key] = value
-        await ws.send(json.dumps(hello))
+        await ws.send(hello_message(mode, encoding, quality, fps, seed, token))
         reply = json.loads(await asyncio.wait_for(ws.recv(), timeout))
         if reply.get("type") != "welcome":
             await ws.close()
@@ -79,6 +79,11 @@ class DreamClient:
     async def frame(self, timeout: float = 10.0) -> Frame:
         return await asyncio.wait_for(self.frames.get(), timeout)
 
+    @property
+    def control_dim(self) -> int:
+        """The controls each INPUT carries, as the welcome says."""
+        return int(self.welcome["model"]["control_dim"])
+
     async def send_controls(self, controls: Any) -> int:
         self.seq += 1
         await self.ws.send(encode_input(self.seq, controls))
@@ -93,7 +98,7 @@ class DreamClient:
                 return frame
 
     async def reset(self, seed: int | None = None) -> Frame:
-        await self.ws.send(json.dumps({"type": "reset", "seed": seed}))
+        await self.ws.send(reset_message(seed))
         while True:
             frame = await self.frame()
             if frame.reset:
@@ -102,7 +107,7 @@ class DreamClient:
     async def ping(self) -> float:
         """Round-trip time in seconds."""
         t = time.perf_counter()
-        await self.ws.send(json.dumps({"type": "ping", "t": t}))
+        await self.ws.send(ping_message(t))
         while True:
             reply = await asyncio.wait_for(self.texts.get(), 10.0)
             if reply.get("type") == "pong" and reply.get("t") == t:

@@ -153,6 +153,27 @@ def parse_text(text: str) -> dict[str, Any]:
     raise ProtocolError("BAD_INPUT", f"unknown message type {kind!r}")
 
 
+def hello_message(mode: str, encoding: str, quality: int, fps: float | None = None,
+                  seed: int | None = None, token: str | None = None) -> str:
+    """A client's HELLO."""
+    hello: dict[str, Any] = {"type": "hello", "protocol": PROTOCOL, "mode": mode,
+                             "encoding": encoding, "quality": quality}
+    for key, value in (("fps", fps), ("seed", seed), ("token", token)):
+        if value is not None:
+            hello[key] = value
+    return json.dumps(hello)
+
+
+def reset_message(seed: int | None = None) -> str:
+    """A client's RESET: a new dream (from the start frame ``seed`` picks)."""
+    return json.dumps({"type": "reset", "seed": seed})
+
+
+def ping_message(t: float | str) -> str:
+    """A client's PING; the server answers PONG with the same ``t``."""
+    return json.dumps({"type": "ping", "t": t})
+
+
 def encode_input(seq: int, controls: Any) -> bytes:
     values = np.asarray(controls, dtype="<f4").reshape(-1)
     return _INPUT_HEADER.pack(VERSION, INPUT, 0, seq & 0xFFFFFFFF) + values.tobytes()

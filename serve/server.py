@@ -21,7 +21,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from export.bundle import LATENT_MODES, DreamLatent
+from export.dream import Dream, check_latent_mode
+from export.manifest import Manifest
 from serve.batcher import Batcher
 from serve.metrics import Metrics
 from serve.protocol import (
@@ -58,7 +59,7 @@ class ServerConfig:
         max_input_hz: Messages per second a client may send before RATE_LIMITED.
         abuse_limit: Rejected messages within 10 s that close the connection.
         latent: A model with a latent: ``hold`` one latent for each client's
-            dream, or draw a ``fresh`` one every step (``export.bundle.DreamLatent``).
+            dream, or draw a ``fresh`` one every step (``export.dream.DreamLatent``).
     """
 
     host: str = "127.0.0.1"
@@ -87,13 +88,11 @@ class DreamServer:
     """
 
     def __init__(self, backend: Any, config: ServerConfig) -> None:
-        if config.latent not in LATENT_MODES:
-            raise ValueError(f"latent must be one of {', '.join(LATENT_MODES)}, "
-                             f"got {config.latent!r}")
+        check_latent_mode(config.latent)
         self.backend, self.config = backend, config
-        self.manifest: dict[str, Any] = backend.manifest
+        self.manifest: Manifest = backend.manifest
         self.start_frames = backend.start_frames()
-        self.fps = float(config.fps or self.manifest.get("fps") or 15.0)
+        self.fps = float(config.fps or self.manifest.fps or 15.0)
         self.metrics = Metrics()
         self.sessions: dict[str, Session] = {}
         self.batcher = Batcher(backend, config.max_batch, config.max_delay_ms,
@@ -113,7 +112,7 @@ class DreamServer:
             max_size=self.config.max_message_bytes, origins=origins,
             process_request=self._process_request, server_header="TinyDreams")
         log.info("serving %s on ws://%s:%d/dream (%s backend on %s)",
-                 self.manifest.get("world") or "a dream", self.config.host, self.port,
+                 self.manifest.world or "a dream", self.config.host, self.port,
                  getattr(self.backend, "name", "?"), getattr(self.backend, "device", "?"))
 
     async def close(self) -> None:
@@ -188,8 +187,8 @@ class DreamServer:
             await self._refuse(ws, ProtocolError("SERVER_FULL", f"all {self.config.max_sessions}"
                                                  f" sessions are taken; try later", True), 1013)
             return
-        session = Session(self.start_frames, hello, self.fps, int(self.manifest["control_dim"]),
-                          DreamLatent.for_bundle(self.manifest, self.config.latent))
+        session = Session(self.start_frames, hello, self.fps,
+                          Dream(self.manifest, self.config.latent, hello.seed))
         self.sessions[session.id] = session
         log.info("connect %s session %s mode %s encoding %s", peer, session.id, session.mode,
                  session.encoding)
@@ -210,11 +209,10 @@ class DreamServer:
         m = self.manifest
         return json.dumps({
             "type": "welcome", "protocol": PROTOCOL, "session": session.id,
-            "model": {"name": m.get("world") or "dream", "height": m["height"],
-                      "width": m["width"], "context_frames": m["context_frames"],
-                      "control_dim": m["control_dim"], "control_names": m["control_names"],
-                      "fps": session.fps,
-                      "latent": session.latent.mode if session.latent.dim else None},
+            "model": {"name": m.world or "dream", "height": m.height, "width": m.width,
+                      "context_frames": m.context_frames, "control_dim": m.control_dim,
+                      "control_names": m.control_names, "fps": session.fps,
+                      "latent": self.config.latent if m.latent_dim else None},
             "mode": session.mode, "encoding": session.encoding,
             "limits": {"max_message_bytes": self.config.max_message_bytes,
                        "max_input_hz": self.config.max_input_hz,
@@ -254,8 +252,7 @@ class DreamServer:
 
     async def _step(self, session: Session, wake: asyncio.Event) -> None:
         start = time.perf_counter()
-        controls = session.controls.copy()
-        frame = await self.batcher.step(session.context, controls, session.latent.next(controls))
+        frame = await self.batcher.step(session.dream.inputs(session.controls.copy()))
         session.apply(frame)
         self._post(session, frame, (time.perf_counter() - start) * 1000.0, wake)
 
@@ -305,7 +302,7 @@ class DreamServer:
     async def _handle(self, ws: ServerConnection, session: Session, message: str | bytes,
                       wake: asyncio.Event) -> None:
         if isinstance(message, bytes):
-            decoded = decode_binary(message, session.control_dim)
+            decoded = decode_binary(message, self.manifest.control_dim)
             if isinstance(decoded, Input):
                 session.controls, session.input_seq = decoded.controls, decoded.seq
                 self.metrics.inputs_total += 1

@@ -2,44 +2,28 @@
 
 from __future__ import annotations
 
-import io
 import itertools
 import secrets
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 
-from export.bundle import DreamLatent, to_image
+from export.dream import Dream
+from recording.frames import decode_image, encode_image, to_image, to_model_frame
 from serve.protocol import Hello, ProtocolError, encode_frame
 
 
 def encode_payload(frame: np.ndarray, encoding: str, quality: int) -> bytes:
     """``(3, H, W)`` float in [0, 1] -> raw RGB8, JPEG or PNG bytes."""
-    rgb = to_image(frame)
-    if encoding == "raw":
-        return np.ascontiguousarray(rgb).tobytes()
-    buf = io.BytesIO()
-    if encoding == "jpeg":
-        Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
-    else:
-        Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    return encode_image(to_image(frame), encoding, quality)
 
 
 def decode_start_frame(data: bytes, height: int, width: int, max_pixels: int) -> np.ndarray:
     """A client's PNG (or any image Pillow reads) -> ``(3, H, W)`` float32."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > max_pixels:
-                raise ProtocolError("BAD_INPUT", f"start frame of {img.width}x{img.height} "
-                                                 f"pixels is too large")
-            rgb = img.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
-    except ProtocolError:
-        raise
-    except Exception as err:  # Pillow raises many kinds for a bad image
-        raise ProtocolError("BAD_INPUT", f"unreadable start frame ({err})") from None
-    return np.asarray(rgb, np.float32).transpose(2, 0, 1) / 255.0
+        return to_model_frame(decode_image(data, (height, width), max_pixels))
+    except ValueError as err:
+        raise ProtocolError("BAD_INPUT", f"start frame: {err}") from None
 
 
 @dataclass
@@ -50,19 +34,14 @@ class Session:
         start_frames: ``(S, K, 3, H, W)`` uint8 contexts a dream can start from.
         hello: The client's settings.
         fps: Server default steps per second (the hello may ask for another).
-        control_dim: Controls per INPUT.
-        latent: The latent the model is given each step, held for each dream (a
-            reset draws another) or fresh every step (``export.bundle.DreamLatent``;
-            the default: a model without one).
+        dream: The dream this client plays (its window, latent and noise level).
     """
 
     start_frames: np.ndarray
     hello: Hello
     fps: float
-    control_dim: int = 4
-    latent: DreamLatent = field(default_factory=lambda: DreamLatent(0))
+    dream: Dream
     id: str = field(default_factory=lambda: secrets.token_hex(6))
-    context: np.ndarray = field(init=False)  # (K, 3, H, W) float32
     controls: np.ndarray = field(init=False)  # (control_dim,) float32
     input_seq: int = 0
     frame_index: int = 0
@@ -83,26 +62,27 @@ class Session:
     @property
     def size(self) -> tuple[int, int]:
         """(height, width)."""
-        return int(self.start_frames.shape[3]), int(self.start_frames.shape[4])
+        return self.dream.manifest.height, self.dream.manifest.width
+
+    @property
+    def context(self) -> np.ndarray:
+        """The window ``(K, 3, H, W)`` the next step sees."""
+        return self.dream.window
 
     def reset(self, seed: int | None = None, frame: np.ndarray | None = None) -> None:
         """Start again: from the client's own ``frame`` (repeated K times), else
         from the start context chosen by ``seed``, else the next one in turn; a
         latent model's dream draws a new latent (seeded by ``seed``, if given)."""
-        if frame is not None:
-            K = self.start_frames.shape[1]
-            self.context = np.repeat(frame[None], K, axis=0).astype(np.float32)
-        else:
-            n = len(self.start_frames)
-            i = (seed if seed is not None else next(self._turn)) % n
-            self.context = self.start_frames[i].astype(np.float32) / 255.0
-        self.controls = np.zeros(self.control_dim, np.float32)
-        self.latent.reset(seed)
+        if frame is None:
+            i = (seed if seed is not None else next(self._turn)) % len(self.start_frames)
+            frame = self.start_frames[i]
+        self.dream.reset(frame, seed)
+        self.controls = np.zeros(self.dream.manifest.control_dim, np.float32)
         self.pending_reset = True
 
     def apply(self, next_frame: np.ndarray) -> None:
-        """Roll the context window forward with the model's output."""
-        self.context = np.concatenate([self.context[1:], next_frame[None]], axis=0)
+        """Roll the dream forward with the model's output."""
+        self.dream.advance(next_frame)
         self.frame_index += 1
 
     def render(self, frame: np.ndarray, server_ms: float) -> bytes:

@@ -116,7 +116,7 @@ def sweep(run: Path, val_dirs: list[str], args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     model, state = model_from_checkpoint(run / "latest.pt", map_location=device)
     c = model.config
-    val = [load_frames(d, (c.width, c.height), c.control_dim) for d in val_dirs]
+    val = [load_frames(d, (c.height, c.width), c.control_dim) for d in val_dirs]
     results = {}
     for latent in ("hold", "fresh") if c.latent_size else ("hold",):
         runs = collapse_sweep(model, val, device, args.sweep_seeds, args.sweep_starts,

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from export.bundle import LATENT_MODES
+from export.dream import LATENT_MODES
 
 EPILOG = """\
 other commands:
@@ -185,7 +185,7 @@ def _eval(argv: list[str]) -> int:
     device = resolve_device(args.device)
     model, state = model_from_checkpoint(args.checkpoint, ema=not args.no_ema, map_location=device)
     c = model.config
-    recordings = [load_frames(d, (c.width, c.height), c.control_dim) for d in args.data]
+    recordings = [load_frames(d, (c.height, c.width), c.control_dim) for d in args.data]
     out = args.out or args.checkpoint.parent / f"eval-step{state['step']}"
     fps = float(recordings[0].recording.meta.get("fps", 8.75))
     level = play_noise_level(state) if args.noise_level is None else args.noise_level
@@ -211,9 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0] if argv and argv[0] in commands else "fit"
     if argv and argv[0] == command:
         argv = argv[1:]
+    from recording.format import RecordingError
     from train.checkpoint import CheckpointError
     from train.loop import TrainingDiverged
-    from train.recording import RecordingError
 
     try:
         if command == "eval":

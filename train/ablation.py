@@ -316,7 +316,7 @@ def train_and_score(name: str, config: TrainConfig, run: Path, val_dirs: list[st
     device = resolve_device(config.device)
     model, state = model_from_checkpoint(run / "latest.pt", map_location=device)
     c = model.config
-    val = [load_frames(d, (c.width, c.height), c.control_dim) for d in val_dirs]
+    val = [load_frames(d, (c.height, c.width), c.control_dim) for d in val_dirs]
     report = evaluate(model, val, device, run / "eval", horizons, rollouts=rollouts,
                       noise_level=play_noise_level(state), collapse_steps=collapse_steps,
                       align_context=align_context)

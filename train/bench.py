@@ -21,7 +21,7 @@ def pipeline_rate(config_name: str, data: list[str], batch_size: int, batches: i
                   workers: int) -> float:
     config = load_config(config_name)
     m = config.model
-    train_set, _, _ = build_datasets(data, [], (m.width, m.height), m.context_frames,
+    train_set, _, _ = build_datasets(data, [], (m.height, m.width), m.context_frames,
                                      m.control_dim, config.data.val_fraction)
     device = resolve_device("auto")
     loader = torch.utils.data.DataLoader(

@@ -4,14 +4,13 @@ TOML preset in ``configs/`` with ``section.field=value`` overrides."""
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
-
-from export.bundle import LATENT_MODES
+from export.dream import LATENT_MODES
 from models.config import WorldModelConfig, coerce, preset
 from models.discriminator import DiscriminatorConfig
 

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-from train.recording import LOG_NAME, Recording, RecordingError, load_frame, read_recording
+from recording.format import LOG_NAME, Recording, RecordingError, read_recording
+from recording.frames import load_image
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class Frames:
 
 
 def _cache_key(directory: Path, size: tuple[int, int]) -> str:
-    digest = hashlib.sha256(f"v{CACHE_VERSION} {size[0]}x{size[1]}\n".encode())
+    digest = hashlib.sha256(f"v{CACHE_VERSION} {size[1]}x{size[0]}\n".encode())
     with (directory / LOG_NAME).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
@@ -65,12 +66,12 @@ def _cache_key(directory: Path, size: tuple[int, int]) -> str:
 def load_frames(directory: str | Path, size: tuple[int, int], control_dim: int | None = None,
                 cache_dir: str | Path | None = None,
                 progress: Callable[[int, int], None] | None = None) -> Frames:
-    """Read a recording and its frame cache at ``size`` = (width, height),
+    """Read a recording and its frame cache at ``size`` = (height, width),
     building the cache if it is missing or stale.
 
     Args:
         directory: The recording directory.
-        size: Frame size the model wants, (width, height).
+        size: Frame size the model wants, (height, width).
         control_dim: Controls per line (default: the recording's).
         cache_dir: Where caches live (default: ``<recording>/.tinydreams-cache``).
         progress: Called with (done, total) while building a cache.
@@ -81,7 +82,7 @@ def load_frames(directory: str | Path, size: tuple[int, int], control_dim: int |
     root = Path(cache_dir) / hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[
         :12] if cache_dir else directory / CACHE_DIR
     root.mkdir(parents=True, exist_ok=True)
-    stem = f"frames-{size[0]}x{size[1]}"
+    stem = f"frames-{size[1]}x{size[0]}"  # width x height
     path, info_path = root / f"{stem}-{key}.npy", root / f"{stem}-{key}.json"
     cached = _read_cache(rec, path, info_path)
     if cached is not None:
@@ -118,14 +119,14 @@ def _read_cache(rec: Recording, path: Path, info_path: Path) -> Frames | None:
 
 def _build_cache(rec: Recording, size: tuple[int, int], path: Path,
                  progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, np.ndarray]:
-    w, h = size
+    h, w = size
     tmp = path.with_name(path.name + ".tmp")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                     shape=(len(rec.entries), 3, h, w))
     bad = np.zeros(len(rec.entries), bool)
     for i, entry in enumerate(rec.entries):
         try:
-            out[i] = load_frame(entry.frame, size).transpose(2, 0, 1)  # HWC -> CHW
+            out[i] = load_image(entry.frame, size).transpose(2, 0, 1)  # HWC -> CHW
         except (OSError, SyntaxError, ValueError):
             bad[i] = True
         if progress is not None and (i % 256 == 0 or i == len(rec.entries) - 1):

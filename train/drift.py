@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.bundle import LATENT_MODES
+from export.dream import LATENT_MODES
 from models import WorldModel
 
 MOVING = 0.2  # a stick step "moves" when some axis is pushed at least this far

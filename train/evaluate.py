@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from export.bundle import LATENT_MODES
+from export.dream import LATENT_MODES
 from models import WorldModel
+from recording.format import STICK_NAMES, RecordingError
 from train.data import Frames, TransitionSet, to_model_inputs, transition_rows
 from train.drift import (
     CollapseReport,
@@ -28,7 +29,6 @@ from train.drift import (
     scripted_sticks,
 )
 from train.losses import psnr, ssim
-from train.recording import STICK_NAMES, RecordingError
 
 log = logging.getLogger(__name__)
 

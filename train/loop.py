@@ -354,7 +354,7 @@ def fit(config: TrainConfig, run_dir: str | Path, resume: str = "auto",
     device = ctx.device
     torch.manual_seed(config.seed)
     m = config.model
-    size = (m.width, m.height)
+    size = (m.height, m.width)
     if ctx.main:  # rank 0 builds any frame cache; the others then find it
         train_set, val_set, _ = build_datasets(
             config.data.recordings, config.data.val_recordings, size, m.context_frames,

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from play.worlds import clip_controls, require
-from train.recording import STICK_NAMES
+from recording.format import STICK_NAMES
 
 
 class AtariWorld:

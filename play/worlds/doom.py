@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from play.worlds import clip_controls, require
-from train.recording import STICK_NAMES
+from recording.format import STICK_NAMES
 
 RESOLUTIONS = ("160x120", "200x150", "256x192", "320x240", "640x480")
 

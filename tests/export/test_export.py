@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from export.bundle import MANIFEST, ONNX_FILE, BundleError, DreamLatent, read_manifest
+from export.bundle import ONNX_FILE
+from export.dream import DreamLatent
 from export.exporter import ParityError, check_parity, export_bundle, parity
+from export.manifest import MANIFEST, BundleError, Manifest
 from export.runtime import load_backend
 from models import WorldModel
 from tests.train.helpers import baby_config, moving_square_recording
@@ -64,12 +66,12 @@ def exported(request: pytest.FixtureRequest,
     return make_bundle(tmp_path_factory.mktemp(request.param), **VARIANTS[request.param])
 
 
-def eager(model: WorldModel, manifest: dict[str, Any], frames: np.ndarray,
+def eager(model: WorldModel, manifest: Manifest, frames: np.ndarray,
           controls: np.ndarray, level: Any = None, latent: Any = None) -> np.ndarray:
     """Eager PyTorch's answer, told the manifest's noise level unless given one
     (and the ``latent``, for a model with one)."""
     if level is None:
-        noise = model.noise_input(len(frames), manifest.get("noise_level") or 0.0)
+        noise = model.noise_input(len(frames), manifest.noise_level)
     else:
         noise = torch.as_tensor(level, dtype=torch.float32) if model.config.noise_conditioning \
             else None
@@ -80,12 +82,10 @@ def eager(model: WorldModel, manifest: dict[str, Any], frames: np.ndarray,
     return out
 
 
-def inputs(manifest: dict[str, object], batch: int, seed: int = 0) -> tuple[np.ndarray, ...]:
+def inputs(manifest: Manifest, batch: int, seed: int = 0) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(seed)
-    m = manifest
-    frames = rng.random((batch, m["context_frames"], 3, m["height"], m["width"]),
-                        dtype=np.float32)
-    controls = rng.uniform(-1, 1, (batch, m["control_dim"])).astype(np.float32)
+    frames = rng.random((batch, *manifest.frame_shape), dtype=np.float32)
+    controls = rng.uniform(-1, 1, (batch, manifest.control_dim)).astype(np.float32)
     return frames, controls
 
 
@@ -143,8 +143,8 @@ class _Painter:
 
     def __init__(self, flip: int = 0) -> None:
         self.flip = flip
-        self.manifest = {"latent_dim": 0,
-                         "model": {"output_mode": "codebook", "codebook_patch": 2}}
+        self.manifest = Manifest(model={"codebook_patch": 2}, height=32, width=32,
+                                 context_frames=1, control_dim=4, output_mode="codebook")
 
     def step(self, frames: np.ndarray, controls: np.ndarray, level: Any = None,
              latent: Any = None) -> np.ndarray:
@@ -159,40 +159,40 @@ class _Painter:
 
 def test_a_codebook_models_parity_allows_its_ties_but_not_a_broken_export() -> None:
     start = np.random.default_rng(0).integers(0, 256, (4, 1, 3, 32, 32)).astype(np.uint8)
-    same = parity(_Painter(), _Painter(), start, 4)
+    same = parity(_Painter(), _Painter(), start)
     assert same["batch8_tied_share"] == same["rollout16_tied_share"] == 0.0
     assert same["batch8_max_abs"] == 0.0
     # One patch of the 256 a frame took the other code: a tie, not a broken export;
     # the rest agree exactly, and the rollout does not drift away after it.
-    tie = parity(_Painter(), _Painter(flip=1), start, 4)
+    tie = parity(_Painter(), _Painter(flip=1), start)
     assert tie["batch8_tied_share"] == tie["rollout16_tied_share"] == pytest.approx(1 / 256)
     assert tie["batch8_max_abs"] == tie["rollout16_max_abs"] == 0.0
     check_parity("painter", tie)
     for flips in (8, 256):  # 3 % of the patches, or all of them: broken
         with pytest.raises(ParityError, match="batch1_tied_share"):
-            check_parity("painter", parity(_Painter(), _Painter(flip=flips), start, 4))
+            check_parity("painter", parity(_Painter(), _Painter(flip=flips), start))
 
 
 def test_manifest_records_parity_and_round_trips(exported: tuple[Path, Path]) -> None:
     checkpoint, bundle = exported
-    manifest = read_manifest(bundle)
+    manifest = Manifest.read(bundle)
     for name in ("onnxruntime", "torchscript"):
-        figures = manifest["parity"][name]
+        figures = manifest.parity[name]
         assert figures["batch1_max_abs"] <= 1e-4
         assert figures["batch8_max_abs"] <= 1e-4
         assert figures["rollout16_max_abs"] <= 1e-3
     model, state = model_from_checkpoint(checkpoint)
-    assert manifest["model"] == model.config.to_dict()
-    assert manifest["latent_motion"] == model.latent_motion()  # None but for a moved view
-    assert (manifest["latent_motion"] is None) == (not model.config.stick_view or
-                                                   not model.config.latent_size)
-    assert manifest["checkpoint"]["step"] == state["step"] == 2
-    assert manifest["control_names"] == ["left_x", "left_y", "right_x", "right_y"]
-    assert manifest["fps"] == 10
-    assert json.loads((bundle / MANIFEST).read_text()) == load_backend(bundle).manifest
+    assert manifest.model == model.config.to_dict()
+    assert manifest.latent_motion == model.latent_motion()  # None but for a moved view
+    assert (manifest.latent_motion is None) == (not model.config.stick_view or
+                                                not model.config.latent_size)
+    assert manifest.checkpoint["step"] == state["step"] == 2
+    assert manifest.control_names == ["left_x", "left_y", "right_x", "right_y"]
+    assert manifest.fps == 10
+    assert json.loads((bundle / MANIFEST).read_text()) == load_backend(bundle).manifest.to_dict()
     start = load_backend(bundle, "onnxruntime").start_frames()
     assert start.dtype == np.uint8
-    assert start.shape[1:] == (manifest["context_frames"], 3, 16, 16)
+    assert start.shape[1:] == (manifest.context_frames, 3, 16, 16)
 
 
 def test_a_held_latent_is_redrawn_as_far_as_the_sticks_push() -> None:
@@ -253,7 +253,7 @@ def test_a_dream_latent_moves_with_the_view_as_the_model_moves_it() -> None:
 def test_onnx_bundle_runs_without_torch_or_models(exported: tuple[Path, Path],
                                                   tmp_path: Path) -> None:
     checkpoint, bundle = exported
-    frames, controls = inputs(read_manifest(bundle), 3, seed=5)
+    frames, controls = inputs(Manifest.read(bundle), 3, seed=5)
     np.save(tmp_path / "frames.npy", frames)
     np.save(tmp_path / "controls.npy", controls)
     model, _ = model_from_checkpoint(checkpoint)
@@ -268,19 +268,52 @@ class Forbid:
             raise ImportError("forbidden in this test: " + name)
 sys.meta_path.insert(0, Forbid())
 import numpy as np
-from export.onnx_runtime import OnnxBackend
-backend = OnnxBackend({str(bundle)!r}, "cpu")
+from export.dream import Dream, step_dreams
+from export.runtime import load_backend
+backend = load_backend({str(bundle)!r}, "auto", "cpu")
+assert backend.name == "onnxruntime", backend.name
 z = np.load({str(tmp_path / "latent.npy")!r})
 out = backend.step(np.load({str(tmp_path / "frames.npy")!r}),
                    np.load({str(tmp_path / "controls.npy")!r}), None, z if z.size else None)
 np.save({str(tmp_path / "out.npy")!r}, out)
-assert "torch" not in sys.modules and "models" not in sys.modules
+dreams = [Dream(backend.manifest, seed=i) for i in range(2)]
+for i, dream in enumerate(dreams):
+    dream.reset(backend.start_frames()[i])
+for t in range(5):
+    frames = step_dreams(backend, dreams, np.full((2, backend.manifest.control_dim), 0.5))
+    assert frames.shape == (2, 3, 16, 16) and 0 <= frames.min() and frames.max() <= 1
+assert dreams[0].steps == 5
+np.testing.assert_array_equal(dreams[1].window[-1], frames[1])
+assert not any(m.split(".")[0] in ("torch", "models", "train") for m in sys.modules)
 """
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                             text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    expected = eager(model, read_manifest(bundle), frames, controls, latent=z)
+    expected = eager(model, Manifest.read(bundle), frames, controls, latent=z)
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-4, rtol=0)
+
+
+def test_a_manifest_refuses_unknown_and_missing_fields_by_name(tmp_path: Path) -> None:
+    good = Manifest(model={}, height=16, width=16, context_frames=2, control_dim=4)
+    assert Manifest.from_dict(json.loads(json.dumps(good.to_dict()))) == good
+    assert good.control_names == ["left_x", "left_y", "right_x", "right_y"]
+    assert good.inputs == ("frames", "controls")
+    with pytest.raises(BundleError, match="unknown field 'colour'"):
+        Manifest.from_dict({**good.to_dict(), "colour": "red"})
+    data = good.to_dict()
+    del data["context_frames"]
+    with pytest.raises(BundleError, match="missing field 'context_frames'"):
+        Manifest.from_dict(data)
+    with pytest.raises(BundleError, match="field 'height' must be a whole number"):
+        Manifest.from_dict({**good.to_dict(), "height": "16"})
+    with pytest.raises(BundleError, match="newer than this tool reads"):
+        Manifest.from_dict({**good.to_dict(), "version": 99})
+    with pytest.raises(BundleError, match="not a TinyDreams bundle manifest"):
+        Manifest.from_dict({**good.to_dict(), "format": "other"})
+    with pytest.raises(BundleError, match="3 control names for 4 controls"):
+        Manifest.from_dict({**good.to_dict(), "control_names": ["a", "b", "c"]})
+    with pytest.raises(BundleError, match=r"manifest\.json: missing; .* is not a bundle"):
+        Manifest.read(tmp_path)
 
 
 @pytest.fixture
@@ -312,6 +345,10 @@ def test_damaged_bundle_files_are_named(bundle_copy: Path) -> None:
 def test_a_manifest_that_disagrees_with_the_model_is_refused(bundle_copy: Path) -> None:
     manifest = json.loads((bundle_copy / MANIFEST).read_text())
     manifest["control_dim"] = 6
+    (bundle_copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="4 control names for 6 controls"):
+        load_backend(bundle_copy, "onnxruntime")
+    manifest["control_names"] = [f"c{i}" for i in range(6)]
     (bundle_copy / MANIFEST).write_text(json.dumps(manifest))
     for backend in ("onnxruntime", "torchscript", "torch"):
         with pytest.raises(BundleError, match="control_dim 6"):
@@ -351,7 +388,7 @@ def test_a_checkpoint_runs_with_start_frames_from_its_recording(
     assert runner.name == "torch"
     start = runner.start_frames()
     assert start.dtype == np.uint8
-    assert start.shape[1:] == (runner.manifest["context_frames"], 3, 16, 16)
+    assert start.shape[1:] == (runner.manifest.context_frames, 3, 16, 16)
     with pytest.raises(ValueError, match="only the torch backend"):
         load_backend(checkpoint, "onnxruntime")
 
@@ -360,12 +397,12 @@ def test_noise_conditioning_is_a_third_input_with_the_play_level_as_default(
         tmp_path_factory: pytest.TempPathFactory) -> None:
     _checkpoint, bundle = make_bundle(tmp_path_factory.mktemp("noise"),
                                      **VARIANTS["concat-registers-k4-noise"])
-    manifest = read_manifest(bundle)
-    assert manifest["io"]["inputs"] == ["frames", "controls", "noise_level"]
-    assert manifest["noise_level"] == 0.05
-    assert manifest["parity"]["onnxruntime"]["batch8_max_abs"] <= 1e-4
+    manifest = Manifest.read(bundle)
+    assert manifest.io["inputs"] == ["frames", "controls", "noise_level"]
+    assert manifest.noise_level == 0.05
+    assert manifest.parity["onnxruntime"]["batch8_max_abs"] <= 1e-4
     runner = load_backend(bundle, "onnxruntime", "cpu")
-    assert [i.name for i in runner.session.get_inputs()] == manifest["io"]["inputs"]
+    assert [i.name for i in runner.session.get_inputs()] == manifest.io["inputs"]
     frames, controls = inputs(manifest, 4, seed=3)
     default = runner.step(frames, controls)
     np.testing.assert_array_equal(default, runner.step(frames, controls, 0.05))
@@ -390,9 +427,9 @@ def test_a_stick_view_model_moves_its_view_alike_in_every_backend(
         weights["view_motion.weight"] = moved
     torch.save(state, checkpoint)
     export_bundle(checkpoint, root / "bundle")
-    manifest = read_manifest(root / "bundle")
+    manifest = Manifest.read(root / "bundle")
     for backend in ("onnxruntime", "torchscript"):
-        assert manifest["parity"][backend]["batch8_max_abs"] <= 1e-4, manifest["parity"]
+        assert manifest.parity[backend]["batch8_max_abs"] <= 1e-4, manifest.parity
     model, _ = model_from_checkpoint(checkpoint)
     frames, controls = inputs(manifest, 4, seed=1)
     with torch.no_grad():

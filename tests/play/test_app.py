@@ -71,7 +71,8 @@ def test_dream_source_rolls_a_window_of_k_frames(bundle: Path) -> None:
     backend = load_backend(bundle, "onnxruntime", "cpu")
     seen: list[np.ndarray] = []
     step = backend.step
-    backend.step = lambda f, c: seen.append(f.copy()) or step(f, c)  # type: ignore[method-assign]
+    backend.step = (  # type: ignore[method-assign]
+        lambda f, c, *rest: seen.append(f.copy()) or step(f, c, *rest))
     source = DreamSource(backend)
     first = source.reset()
     start = backend.start_frames()[0].astype(np.float32) / 255.0  # (K, 3, H, W)
@@ -195,8 +196,8 @@ def test_a_codebook_dream_source_redraws_its_noise_only_while_the_sticks_move(
     backend = load_backend(codebook_bundle, "onnxruntime", "cpu")
     seen = spy_on_latents(backend)
     # codes x the 8x8 patch grid, then the grain: 3 x 16 x 16 pixels
-    assert backend.manifest["latent_dim"] == 8 * 8 * 8 + 3 * 16 * 16
-    assert backend.manifest["latent_refresh"] == 0.5
+    assert backend.manifest.latent_dim == 8 * 8 * 8 + 3 * 16 * 16
+    assert backend.manifest.latent_refresh == 0.5
     source = DreamSource(backend)
     source.reset()
     rest, push = np.zeros(4, np.float32), np.array([0, 0, 1.0, 0], np.float32)

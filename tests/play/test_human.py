@@ -17,7 +17,7 @@ from play.human import HumanPolicy  # noqa: E402
 from play.policies import StopRecording  # noqa: E402
 from play.record import record  # noqa: E402
 from play.sticks import StickState  # noqa: E402
-from train.recording import read_recording  # noqa: E402
+from recording.format import read_recording  # noqa: E402
 
 
 def axis(instance_id: int, number: int, value: float) -> Any:

@@ -15,7 +15,7 @@ import pytest
 from play.policies import ReplayPolicy, WanderPolicy
 from play.record import record
 from play.worlds import make_world
-from train.recording import LOG_NAME, read_recording
+from recording.format import LOG_NAME, read_recording
 
 pytest.importorskip("vizdoom", reason="needs the envs extra: pip install -e '.[envs]'")
 

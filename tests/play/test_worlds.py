@@ -98,11 +98,11 @@ def test_unknown_worlds_and_scenarios_are_clear_errors() -> None:
 def test_each_world_records_a_short_episode(world_id: str, tmp_path: Path) -> None:
     from play.policies import WanderPolicy
     from play.record import record
-    from train.recording import read_recording
+    from recording.format import read_recording
 
     world = make_world(world_id)
     try:
-        stats = record(world, WanderPolicy(seed=0), tmp_path, 12, size=(48, 32), seed=0)
+        stats = record(world, WanderPolicy(seed=0), tmp_path, 12, size=(32, 48), seed=0)
     finally:
         world.close()
     rec = read_recording(tmp_path, check_images="decode")

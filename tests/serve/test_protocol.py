@@ -7,6 +7,8 @@ import struct
 import numpy as np
 import pytest
 
+from export.dream import Dream
+from export.manifest import Manifest
 from serve.protocol import (
     FRAME_HEADER_BYTES,
     Input,
@@ -81,7 +83,9 @@ def test_text_messages() -> None:
 
 def test_session_context_outbox_and_resets() -> None:
     start = np.random.default_rng(0).integers(0, 255, (3, 2, 3, 8, 8), dtype=np.uint8)
-    session = Session(start, parse_hello('{"type":"hello","protocol":1,"seed":1}'), 10.0, 4)
+    manifest = Manifest(model={}, height=8, width=8, context_frames=2, control_dim=4)
+    session = Session(start, parse_hello('{"type":"hello","protocol":1,"seed":1}'), 10.0,
+                      Dream(manifest))
     np.testing.assert_allclose(session.context, start[1] / 255.0)
     session.apply(np.ones((3, 8, 8), np.float32))
     assert session.frame_index == 1

@@ -21,7 +21,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from export.bundle import DreamLatent
+from export.dream import DreamLatent
 from export.runtime import load_backend
 from serve.client import DreamClient, ServerError, decode_image
 from serve.protocol import encode_input
@@ -73,7 +73,7 @@ async def test_each_session_rolls_its_own_window_of_k_frames(server: DreamServer
     # A mirror of the dream, stepped here with the same backend: the server's
     # frames match only if it slides the K = 3 window exactly like this.
     mirror = load_backend(bundle, "onnxruntime", "cpu")
-    assert mirror.manifest["context_frames"] == 3
+    assert mirror.manifest.context_frames == 3
     a = await DreamClient.connect(url(server), mode="lockstep", seed=1)
     b = await DreamClient.connect(url(server), mode="lockstep", seed=2)
     windows = {c: mirror.start_frames()[seed][None].astype(np.float32) / 255.0
@@ -136,8 +136,8 @@ async def test_a_codebook_dream_draws_its_codes_as_a_mirror_of_its_session_does(
     client = await DreamClient.connect(url(server), mode="lockstep", encoding="raw", seed=1)
     await client.frame()
     window = mirror.start_frames()[1][None].astype(np.float32) / 255.0
-    assert mirror.manifest["latent_motion"] is not None
-    latent = DreamLatent.for_bundle(mirror.manifest, "hold", 1)
+    assert mirror.manifest.latent_motion is not None
+    latent = DreamLatent.for_manifest(mirror.manifest, "hold", 1)
     assert latent.refresh == 0.5
     for sticks in ([0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0],
                    [0.0, -0.5, 0.0, 0.0]):

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from recording.format import RecordingWriter
 from train.config import TrainConfig, load_config
-from train.recording import RecordingWriter
 
 BABY_MODEL = {
     "model.height": 16, "model.width": 16, "model.embed_dim": 32, "model.depth": 2,

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from recording.format import LOG_NAME, RecordingError
 from tests.train.helpers import moving_square_recording
 from train import data as data_module
 from train.data import StepBatches, build_datasets, load_frames, split_rows, transition_rows
-from train.recording import LOG_NAME, RecordingError
 
 
 def _load_after(barrier: Any, rec: Path, out: Any) -> None:
@@ -66,9 +66,9 @@ def test_cache_is_built_once_and_rebuilt_when_the_log_changes(
 def test_cached_frames_match_the_images(tmp_path: Path) -> None:
     rec = moving_square_recording(tmp_path / "rec")
     frames = load_frames(rec, (16, 16))
-    from train.recording import load_frame
+    from recording.frames import load_image
 
-    first = load_frame(frames.recording.entries[5].frame)
+    first = load_image(frames.recording.entries[5].frame)
     np.testing.assert_array_equal(frames.frames[5], first.transpose(2, 0, 1))
 
 

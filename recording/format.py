@@ -263,15 +263,6 @@ def _check_image(path: Path, mode: str) -> Path:
     return path
 
 
-def load_frame(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """An image as ``(H, W, 3)`` uint8 RGB, resized to ``size`` = (width, height)."""
-    with Image.open(path) as img:
-        rgb = img.convert("RGB")
-    if size is not None and rgb.size != size:
-        rgb = rgb.resize(size, Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
-
-
 def read_meta(directory: Path) -> dict[str, Any]:
     path = directory / META_NAME
     if not path.is_file():

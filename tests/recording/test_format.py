@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train.recording import (
+from recording.format import (
     LOG_NAME,
     RecordingError,
     RecordingWriter,
