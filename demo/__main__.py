@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; run the same command again to go on from what is done",
               file=sys.stderr)
         return 130
-    from train.evaluate import format_report
+    from train.report import format_report
 
     print(format_report(result.stages["evaluate"]["report"]))
     print(f"report: {options.out / 'report.html'} "

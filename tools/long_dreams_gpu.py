@@ -58,7 +58,8 @@ from train.ablation import (  # noqa: E402
 from train.checkpoint import model_from_checkpoint, model_weights, play_noise_level  # noqa: E402
 from train.config import TrainConfig, load_config  # noqa: E402
 from train.data import load_frames  # noqa: E402
-from train.evaluate import collapse_sweep, format_sweep  # noqa: E402
+from train.evaluate import collapse_sweep  # noqa: E402
+from train.report import format_sweep  # noqa: E402
 
 log = logging.getLogger("long_dreams_gpu")
 HORIZONS = [1, 4, 16, 64, 256]

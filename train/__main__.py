@@ -142,7 +142,8 @@ def _eval(argv: list[str]) -> int:
     from models.device import resolve_device
     from train.checkpoint import model_from_checkpoint, play_noise_level
     from train.data import load_frames
-    from train.evaluate import collapse_sweep, evaluate, format_report, format_sweep
+    from train.evaluate import collapse_sweep, evaluate
+    from train.report import format_report, format_sweep
 
     p = argparse.ArgumentParser(
         prog="python -m train eval",

@@ -24,7 +24,8 @@ from models import WorldModel
 from models.device import resolve_device
 from train.config import TrainConfig, load_config, parse_overrides
 from train.evaluate import paired_gain
-from train.loop import autocast_dtype, unrolled_loss
+from train.objective import unrolled_loss
+from train.optim import autocast_dtype
 
 log = logging.getLogger(__name__)
 
@@ -275,8 +276,9 @@ def train_and_score(name: str, config: TrainConfig, run: Path, val_dirs: list[st
 
     from train.checkpoint import model_from_checkpoint, play_noise_level
     from train.data import load_frames
-    from train.evaluate import evaluate, format_report
+    from train.evaluate import evaluate
     from train.loop import fit
+    from train.report import format_report
 
     stored = run / "config.json"
     if stored.is_file():  # a finished or interrupted run is reused: only of this config

@@ -260,3 +260,21 @@ def build_datasets(recordings: Sequence[str | Path], val_recordings: Sequence[st
         val_parts.append((f, transition_rows(f, context_frames, horizon)))
     return (TransitionSet(train_parts, context_frames, horizon),
             TransitionSet(val_parts, context_frames, horizon), loaded)
+
+
+def evenly_spaced(n_total: int, n: int) -> np.ndarray:
+    """``n`` indices spread over ``range(n_total)`` (all of them if fewer)."""
+    if n_total <= n:
+        return np.arange(n_total)
+    return np.linspace(0, n_total - 1, n).round().astype(np.int64)
+
+
+def start_context(frames: Frames, K: int, start: int = 0) -> torch.Tensor:
+    """The ``(K, 3, H, W)`` float frames of ``frames`` that begin at entry
+    ``start``, or at the first K consecutive readable frames after it."""
+    rows = transition_rows(frames, K)
+    if not len(rows):
+        raise RecordingError(f"{frames.recording.directory}: no {K} consecutive frames to "
+                             f"start a dream from")
+    row = rows[min(int(np.searchsorted(rows[:, 0], start)), len(rows) - 1)]
+    return torch.from_numpy(np.asarray(frames.frames[row[:K]])).float().div(255.0)

@@ -22,11 +22,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
-
-from export.dream import LATENT_MODES
-from models import WorldModel
 
 MOVING = 0.2  # a stick step "moves" when some axis is pushed at least this far
 REST = 0.05  # and "rests" when every axis is within this of the centre
@@ -252,45 +247,3 @@ def collapse_check(frames: np.ndarray, controls: np.ndarray, ref: Reference, win
                            "detail_ceiling": detail_ceiling,
                            "boil_fraction": boil_fraction}, figures, _first(boiled, window))
 
-
-@torch.no_grad()
-def dream(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
-          level: torch.Tensor | None, latent: torch.Tensor | None = None) -> torch.Tensor:
-    """Dream ``T`` steps from context ``(B, K, 3, H, W)`` under controls
-    ``(B, T, C)``, each prediction clamped to [0, 1] and fed back into the
-    rolling window, the model told noise ``level`` ``(B,)`` (or none); returns
-    ``(B, T, 3, H, W)``. A model with a latent is given ``latent``
-    ``(B, latent_size)`` every step (its ``refresh_latent`` share redrawn after
-    the first), or draws a fresh one each step when it is None. ``net`` may be
-    a wrapped model (DDP, compiled)."""
-    model = getattr(net, "_orig_mod", net)  # torch.compile's wrapper
-    refresh = getattr(getattr(model, "module", model), "refresh_latent", None)  # and DDP's
-    window, out = context, []
-    for t in range(controls.shape[1]):
-        if latent is not None and t and refresh is not None:
-            latent = refresh(latent, controls[:, t])
-        nxt = net(window, controls[:, t], level, latent).float().clamp(0.0, 1.0)
-        out.append(nxt)
-        window = torch.cat([window[:, 1:], nxt[:, None]], dim=1)
-    return torch.stack(out, dim=1)
-
-
-def held_latent(model: WorldModel, batch: int, mode: str,
-                device: torch.device | str = "cpu") -> torch.Tensor | None:
-    """The ``latent`` argument of ``dream`` for a latent ``mode`` (``LATENT_MODES``):
-    one draw per sample to hold (``hold``), or None (``fresh``: one every step)."""
-    if mode not in LATENT_MODES:
-        raise ValueError(f"latent mode must be one of {', '.join(LATENT_MODES)}, got {mode!r}")
-    return model.draw_latent(batch, device) if mode == "hold" else None
-
-
-def free_run(model: WorldModel, context: torch.Tensor, controls: np.ndarray,
-             noise_level: float = 0.0, latent: str = "hold") -> np.ndarray:
-    """Dream ``len(controls)`` steps from one context ``(1, K, 3, H, W)``, each
-    prediction fed back, a latent model's latent held or fresh (``latent``);
-    returns ``(T, 3, H, W)`` float32 frames in [0, 1]."""
-    model.eval()
-    sticks = torch.as_tensor(controls, dtype=torch.float32, device=context.device)[None]
-    level = model.noise_input(1, noise_level, context.device)
-    z = held_latent(model, 1, latent, context.device)
-    return dream(model, context, sticks, level, z)[0].cpu().numpy()

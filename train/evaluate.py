@@ -13,31 +13,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
-from export.dream import LATENT_MODES
+from export.dream import check_latent_mode
 from models import WorldModel
-from recording.format import STICK_NAMES, RecordingError
-from train.data import Frames, TransitionSet, to_model_inputs, transition_rows
-from train.drift import (
-    CollapseReport,
-    Reference,
-    collapse_check,
-    dream,
-    free_run,
-    held_latent,
-    scripted_sticks,
+from train.data import (
+    Frames,
+    TransitionSet,
+    evenly_spaced,
+    start_context,
+    to_model_inputs,
+    transition_rows,
 )
+from train.drift import CollapseReport, Reference, collapse_check, scripted_sticks
 from train.losses import psnr, ssim
+from train.report import save_freerun, save_gif, save_strip
+from train.rollout import dream, free_run, held_latent
+from train.sticks import stick_response, view_motion
 
 log = logging.getLogger(__name__)
-
-
-def evenly_spaced(n_total: int, n: int) -> np.ndarray:
-    """``n`` indices spread over ``range(n_total)`` (all of them if fewer)."""
-    if n_total <= n:
-        return np.arange(n_total)
-    return np.linspace(0, n_total - 1, n).round().astype(np.int64)
 
 
 def mean_frame(recordings: Sequence[Frames], limit: int = 4096) -> torch.Tensor:
@@ -86,122 +79,6 @@ def one_step_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray
                 psnr(still.expand_as(target), target).sum())
     model.train(was_training)
     return {k: v / max(len(indices), 1) for k, v in sums.items()}
-
-
-@torch.no_grad()
-def stick_response(model: WorldModel, data: TransitionSet, device: torch.device,
-                   noise_level: float = 0.0, samples: int = 128,
-                   pushed: float = 0.5) -> dict[str, dict[str, float]]:
-    """Does the model listen to each stick axis? On one-step samples where the
-    axis is pushed at least ``pushed``, the prediction with the true sticks
-    against the one with that axis flipped:
-
-    - ``flip_l1_ratio``: L1 to the real frame with the axis flipped over L1 with
-      the true sticks; 1.00 means the model ignores the axis;
-    - ``response``: mean change of the picture when the axis flips, over the
-      real frame-to-frame change; near 0 means the stick barely moves the dream.
-    """
-    if not len(data):
-        return {}
-    was_training = model.training
-    model.eval()
-    K, C = model.config.context_frames, model.config.control_dim
-    names = STICK_NAMES if len(STICK_NAMES) == C else tuple(f"axis_{i}" for i in range(C))
-    # The controls before each sample's target, in the set's own index order.
-    applied = np.concatenate([f.controls[r[:, K]] for f, r in data.parts])
-    out: dict[str, dict[str, float]] = {}
-    for axis, name in enumerate(names):
-        chosen = np.flatnonzero(np.abs(applied[:, axis]) >= pushed)
-        if not len(chosen):
-            continue
-        idx = chosen[evenly_spaced(len(chosen), samples)]
-        context, controls, targets = to_model_inputs(data.batch(idx), device, K)
-        true, target = controls[:, 0], targets[:, 0]
-        flipped = true.clone()
-        flipped[:, axis] = -flipped[:, axis]
-        level = model.noise_input(len(idx), noise_level, device)
-        pred = model(context, true, level).float().clamp(0.0, 1.0)
-        other = model(context, flipped, level).float().clamp(0.0, 1.0)
-        l1 = float((pred - target).abs().mean())
-        out[name] = {"samples": len(idx),
-                     "flip_l1_ratio": float((other - target).abs().mean()) / max(l1, 1e-12),
-                     "response": float((other - pred).abs().mean()) / max(
-                         float((target - context[:, -1]).abs().mean()), 1e-12)}
-    model.train(was_training)
-    return out
-
-
-def best_shift(a: np.ndarray, b: np.ndarray, reach: int = 8) -> np.ndarray:
-    """For pairs of ``(N, 3, H, W)`` frames, the whole-pixel shifts ``(N, 2)``
-    (x, then y, each searched alone up to ``reach``) that best carry each ``a``
-    to its ``b`` (least mean absolute difference where they overlap): +x when
-    the picture moves left, as it does when the view turns right."""
-    out = np.zeros((len(a), 2))
-    for axis, dim in ((0, 3), (1, 2)):
-        errors = []
-        for s in range(-reach, reach + 1):
-            n = a.shape[dim] - abs(s)
-            src = np.take(a, range(max(s, 0), max(s, 0) + n), axis=dim)
-            dst = np.take(b, range(max(-s, 0), max(-s, 0) + n), axis=dim)
-            errors.append(np.abs(dst - src).reshape(len(a), -1).mean(1))
-        out[:, axis] = np.argmin(np.stack(errors, 1), 1) - reach
-    return out
-
-
-@torch.no_grad()
-def view_motion(model: WorldModel, recordings: Sequence[Frames], device: torch.device,
-                noise_level: float = 0.0, starts: int = 24, steps: int = 12,
-                pushed: float = 0.9) -> dict[str, dict[str, list[float]]]:
-    """How far each stick axis moves the view a step, in the dream and in the game.
-
-    ``game``: the mean whole-frame shift (x, y pixels, see ``best_shift``) between
-    the recording's consecutive frames where the axis is pushed at least
-    ``pushed``, signed as the axis is. ``dream``: from ``starts`` held-out
-    contexts, dream ``steps`` steps with only that axis at +1, again at -1, and
-    half the difference of the mean shifts. A dream that follows the sticks
-    moves as far as the game (a Doom turn at full stick: about 5 pixels at 64x64);
-    one that ignores them, 0 (the stick response's flipped L1 says so one step
-    out, this says it a dozen steps into a dream)."""
-    was_training = model.training
-    model.eval()
-    K, C = model.config.context_frames, model.config.control_dim
-    names = STICK_NAMES if len(STICK_NAMES) == C else tuple(f"axis_{i}" for i in range(C))
-    # Consecutive readable frames of one segment, and the sticks applied between;
-    # only the pairs each axis looks at are read.
-    pairs = [(f, r) for f in recordings for r in transition_rows(f, 1)]
-    applied = np.array([f.controls[r[1]] for f, r in pairs]).reshape(-1, C)
-
-    def frames_of(idx: np.ndarray, column: int) -> np.ndarray:
-        return np.stack([np.asarray(pairs[i][0].frames[pairs[i][1][column]]) for i in idx]
-                        ) / 255.0
-    candidates = [(f, int(r[0])) for f in recordings for r in transition_rows(f, K)]
-    chosen = [candidates[i] for i in evenly_spaced(len(candidates), starts)]
-    if not chosen:
-        return {}
-    context = torch.stack([start_context(f, K, i) for f, i in chosen]).to(device)
-    level = model.noise_input(len(context), noise_level, device)
-    out: dict[str, dict[str, list[float]]] = {}
-    for axis, name in enumerate(names):
-        idx = np.flatnonzero(np.abs(applied[:, axis]) >= pushed)
-        if not len(idx):
-            continue
-        idx = idx[evenly_spaced(len(idx), 256)]
-        game = best_shift(frames_of(idx, 0), frames_of(idx, 1))
-        moved = []
-        for sign in (1.0, -1.0):
-            torch.manual_seed(0)
-            sticks = torch.zeros(len(context), steps, C, device=device)
-            sticks[..., axis] = sign
-            z = held_latent(model, len(context), "hold", device)
-            seq = torch.cat([context[:, -1:], dream(model, context, sticks, level, z)], 1)
-            seq_np = seq.cpu().numpy()
-            moved.append(best_shift(seq_np[:, :-1].reshape(-1, *seq_np.shape[2:]),
-                                    seq_np[:, 1:].reshape(-1, *seq_np.shape[2:])).mean(0))
-        out[name] = {"game": [float(x) for x in (game * np.sign(applied[idx, axis])[:, None]
-                                                  ).mean(0)],
-                     "dream": [float(x) for x in (moved[0] - moved[1]) / 2]}
-    model.train(was_training)
-    return out
 
 
 def rollout(model: WorldModel, context: torch.Tensor, controls: torch.Tensor,
@@ -263,27 +140,6 @@ def paired_gain(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
         return float("nan"), float("nan")
     se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
     return float(d.mean()), se
-
-
-def save_strip(truth: torch.Tensor, dream: torch.Tensor, path: Path, scale: int = 2) -> None:
-    """Two rows, ground truth over dream, frames ``(T, 3, H, W)`` side by side."""
-    rows = [torch.cat(list(x.clamp(0, 1)), dim=2) for x in (truth, dream)]  # (3, H, T*W)
-    image = torch.cat(rows, dim=1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-    img = Image.fromarray(image)
-    img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST).save(path)
-
-
-def save_gif(truth: torch.Tensor, dream: torch.Tensor, path: Path, fps: float = 8.75,
-             scale: int = 3) -> None:
-    """An animation of ground truth (left) beside the dream (right)."""
-    frames = []
-    for t, d in zip(truth, dream, strict=True):
-        pair = torch.cat([t, d], dim=2).clamp(0, 1).mul(255).round().byte()
-        img = Image.fromarray(pair.permute(1, 2, 0).cpu().numpy())
-        frames.append(img.resize((img.width * scale, img.height * scale),
-                                 Image.Resampling.NEAREST))
-    frames[0].save(path, save_all=True, append_images=frames[1:],
-                   duration=round(1000 / fps), loop=0)
 
 
 def rollout_samples(horizon: int, samples: int) -> int:
@@ -369,17 +225,6 @@ def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.devi
     return report
 
 
-def start_context(frames: Frames, K: int, start: int = 0) -> torch.Tensor:
-    """The ``(K, 3, H, W)`` float frames of ``frames`` that begin at entry
-    ``start``, or at the first K consecutive readable frames after it."""
-    rows = transition_rows(frames, K)
-    if not len(rows):
-        raise RecordingError(f"{frames.recording.directory}: no {K} consecutive frames to "
-                             f"start a dream from")
-    row = rows[min(int(np.searchsorted(rows[:, 0], start)), len(rows) - 1)]
-    return torch.from_numpy(np.asarray(frames.frames[row[:K]])).float().div(255.0)
-
-
 def reference(recordings: Sequence[Frames]) -> Reference:
     return Reference.from_frames(np.concatenate([np.asarray(f.frames) for f in recordings]),
                                  np.concatenate([f.controls for f in recordings]))
@@ -394,15 +239,7 @@ def collapse_report(model: WorldModel, recordings: Sequence[Frames], device: tor
     sticks = scripted_sticks(steps, model.config.control_dim)
     dream = free_run(model, context[None].to(device), sticks, noise_level, latent)
     result = collapse_check(dream, sticks, reference(recordings))
-    every = torch.from_numpy(dream[::100])
-    strip = torch.cat(list(every), dim=2).mul(255).round().byte().permute(1, 2, 0).numpy()
-    img = Image.fromarray(strip)
-    img.resize((img.width * 2, img.height * 2), Image.Resampling.NEAREST).save(
-        out_dir / "freerun.png")
-    gif = [Image.fromarray((f.transpose(1, 2, 0) * 255).round().astype(np.uint8)).resize(
-        (f.shape[2] * 3, f.shape[1] * 3), Image.Resampling.NEAREST) for f in dream[::2]]
-    gif[0].save(out_dir / "freerun.gif", save_all=True, append_images=gif[1:],
-                duration=round(2000 / fps), loop=0)
+    save_freerun(dream, out_dir, fps)
     return result
 
 
@@ -423,8 +260,7 @@ def collapse_sweep(model: WorldModel, recordings: Sequence[Frames], device: torc
              for seed in (seeds if model.config.latent_size else seeds[:1])]
     context = torch.stack([start_context(recordings[0], K, start) for start, _ in pairs])
     sticks = scripted_sticks(steps, C)
-    if latent not in LATENT_MODES:
-        raise ValueError(f"latent mode must be one of {', '.join(LATENT_MODES)}, got {latent!r}")
+    check_latent_mode(latent)
     z = None
     if model.config.latent_size and latent == "hold":
         z = torch.stack([torch.randn(model.config.latent_size,
@@ -440,64 +276,3 @@ def collapse_sweep(model: WorldModel, recordings: Sequence[Frames], device: torc
              **collapse_check(d, sticks, ref).to_dict()}
             for (start, seed), d in zip(pairs, dreams, strict=True)]
 
-
-def format_sweep(runs: Sequence[dict[str, Any]]) -> str:
-    """One line a dream of ``collapse_sweep``: the first failing step of each
-    check (or -) and each figure at its worst."""
-    def at(step: int | None) -> str:
-        return "-" if step is None else str(step)
-
-    latent = f", latent {runs[0]['latent']}" if runs and runs[0]["latent"] else ""
-    lines = [f"collapse check of {len(runs)} dreams{latent}: "
-             f"{sum(r['passed'] for r in runs)} passed (first failing step of each check)"]
-    for r in runs:
-        f = r["figures"]
-        lines.append(
-            f"  start {r['start']:>5} seed {r['seed']:>3}: {'passed' if r['passed'] else 'FAILED'}"
-            f"  freeze {at(r['freeze_step']):>4} blow-out {at(r['blowout_step']):>4} "
-            f"detail {at(r['detail_step']):>4} boil {at(r['boil_step']):>4}  "
-            f"(change >= {f['change_min_ratio']:.2f}x, contrast {f['contrast_min']:.3f}-"
-            f"{f['contrast_max']:.3f}, mean {f['mean_min']:.3f}-{f['mean_max']:.3f}, "
-            f"detail {f['detail_min_ratio']:.2f}-{f['detail_max_ratio']:.2f}x, at rest <= "
-            f"{f['rest_change_max_ratio']:.2f}x)")
-    return "\n".join(lines)
-
-
-def format_report(report: dict[str, Any]) -> str:
-    o = report["one_step"]
-
-    def still(r: dict[str, Any]) -> str:
-        return f"{r['mean_psnr']:>10.2f}" if "mean_psnr" in r else f"{'–':>10}"
-
-    lines = [f"{'':<14}{'model':>10}{'copy-last':>12}{'gain':>9}{'mean frame':>14}",
-             f"{'1-step PSNR':<14}{o['psnr']:>9.2f} {o['copy_psnr']:>10.2f}  "
-             f"{o['psnr_gain_db']:>+7.2f} dB {still(o)}   (SSIM {o['ssim']:.3f} vs "
-             f"{o['copy_ssim']:.3f}, L1 {o['l1']:.4f} vs {o['copy_l1']:.4f}; "
-             f"{report['samples']} samples)"]
-    for h, r in report.get("rollout", {}).items():
-        spread = (f", gain ±{1.96 * r['psnr_gain_se']:.2f} dB at 95%"
-                  if math.isfinite(r.get("psnr_gain_se", math.nan)) else "")
-        lines.append(f"{'rollout ' + h:<14}{r['psnr']:>9.2f} {r['copy_psnr']:>10.2f}  "
-                     f"{r['psnr_gain_db']:>+7.2f} dB {still(r)}   (SSIM {r['ssim']:.3f} vs "
-                     f"{r['copy_ssim']:.3f}{spread}; {r['samples']} rollouts)")
-    if "mean_psnr" in o:
-        lines.append("mean frame: the held-out recordings' mean picture, the best still "
-                     "picture in hindsight; a dream faded to a blur scores about as much")
-    if report.get("sticks"):
-        lines.append("stick response (L1 with the axis flipped / with the true sticks; 1.00x: "
-                     "the model ignores it)\n  " + "  ".join(
-                         f"{name} {r['flip_l1_ratio']:.2f}x (moves {r['response']:.2f})"
-                         for name, r in report["sticks"].items()))
-    if report.get("view_motion"):
-        lines.append("view motion a step at full stick, x,y pixels (dream / game)\n  " +
-                     "  ".join(f"{name} {r['dream'][0]:+.1f},{r['dream'][1]:+.1f} / "
-                               f"{r['game'][0]:+.1f},{r['game'][1]:+.1f}"
-                               for name, r in report["view_motion"].items()))
-    if report.get("latent"):
-        how = ("hold one latent a dream" if report["latent"] == "hold"
-               else "draw one every step")
-        lines.append(f"latent: {report['latent']} (rollouts and the collapse check {how})")
-    if "collapse" in report:
-        c = report["collapse"]
-        lines.append(CollapseReport(**{k: v for k, v in c.items() if k != "passed"}).summary())
-    return "\n".join(lines)

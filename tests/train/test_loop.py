@@ -19,7 +19,10 @@ from tests.train.helpers import BABY_MODEL, baby_config, moving_square_recording
 from train.checkpoint import CheckpointError, list_steps, load_checkpoint, model_from_checkpoint
 from train.data import load_frames
 from train.drift import detail_energy
-from train.loop import _csv_writer, fit, grain_spread, lr_factor
+from train.fitting import grain_spread
+from train.loop import fit
+from train.optim import lr_factor
+from train.runlog import csv_writer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -178,7 +181,7 @@ def test_resumed_run_continues_the_step_and_schedule(tmp_path: Path) -> None:
 def test_a_resumed_run_keeps_the_columns_of_its_older_metrics_file(tmp_path: Path) -> None:
     path = tmp_path / "metrics.csv"
     path.write_text("step,loss,l1\n1,0.5,0.4\n")  # written by a version with fewer columns
-    f, writer = _csv_writer(path)
+    f, writer = csv_writer(path)
     writer.writerow({"step": 2, "loss": 0.3, "l1": 0.2, "sobel": 0.1})
     f.close()
     assert rows(tmp_path) == [{"step": "1", "loss": "0.5", "l1": "0.4"},
@@ -326,7 +329,7 @@ def test_a_stick_view_model_starts_from_how_the_recording_moves_with_the_sticks(
         tmp_path: Path) -> None:
     from models.world_model import FLOW_PIXELS
     from train.data import TransitionSet, transition_rows
-    from train.loop import fit_view_motion
+    from train.fitting import fit_view_motion
 
     rec = moving_square_recording(tmp_path / "rec", episodes=3, steps=30)
     frames = load_frames(rec, (16, 16), 4)
@@ -346,11 +349,11 @@ def test_a_stick_view_model_starts_from_how_the_recording_moves_with_the_sticks(
 
 def test_a_stick_view_held_at_its_fit_keeps_it_through_training(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import train.loop
+    import train.fitting
 
     fitted: list[tuple[np.ndarray, np.ndarray]] = []
-    original = train.loop.fit_view_motion
-    monkeypatch.setattr(train.loop, "fit_view_motion",
+    original = train.fitting.fit_view_motion
+    monkeypatch.setattr(train.fitting, "fit_view_motion",
                         lambda data: fitted.append(original(data)) or fitted[-1])
     rec = moving_square_recording(tmp_path / "rec", episodes=3, steps=30)
     fit(baby_config(rec, steps=4, **{"model.stick_view": True, "model.stick_view_learn": False}),

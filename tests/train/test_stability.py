@@ -15,23 +15,19 @@ import pytest
 import torch
 from torch import nn
 
-import train.loop
+import train.rollout
 from models import WorldModel
 from tests.train.helpers import baby_config, moving_square_recording
 from train.checkpoint import load_checkpoint, model_from_checkpoint
 from train.config import UnrollConfig
-from train.data import TransitionSet, load_frames, transition_rows
-from train.drift import (
-    MOVING,
-    Reference,
-    collapse_check,
-    dream,
-    frame_stats,
-    free_run,
-    scripted_sticks,
-)
-from train.evaluate import collapse_sweep, format_sweep, start_context, stick_response
-from train.loop import fit, roll_in, roll_in_share, unrolled_loss
+from train.data import TransitionSet, load_frames, start_context, transition_rows
+from train.drift import MOVING, Reference, collapse_check, frame_stats, scripted_sticks
+from train.evaluate import collapse_sweep
+from train.loop import fit
+from train.objective import unrolled_loss
+from train.report import format_sweep
+from train.rollout import dream, free_run, roll_in, roll_in_share
+from train.sticks import stick_response
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -228,8 +224,8 @@ def test_multistep_noisy_training_with_amp_and_checkpointing_resumes_exactly(
         assert latent is None  # this model has none
         return real_roll_in(net, context, controls, level, latent)
 
-    real_roll_in = train.loop.roll_in
-    monkeypatch.setattr(train.loop, "roll_in", spy_roll_in)
+    real_roll_in = train.rollout.roll_in
+    monkeypatch.setattr(train.rollout, "roll_in", spy_roll_in)
     straight = fit(config, tmp_path / "straight", "never")
     assert [r["unroll"] for r in straight.history] == [1, 1, 2, 2, 3, 3]
     assert rolled  # 0 to 2 steps a batch; 0 skips the call
@@ -500,7 +496,8 @@ class IgnoresSticks(WorldModel):
 
 def test_the_mean_frame_scores_what_a_dream_faded_to_the_average_scores(
         tmp_path: Path) -> None:
-    from train.evaluate import evaluate, format_report, mean_frame
+    from train.evaluate import evaluate, mean_frame
+    from train.report import format_report
 
     rec = load_frames(moving_square_recording(tmp_path / "rec", episodes=2, steps=30), (16, 16), 4)
     still = mean_frame([rec])
@@ -547,7 +544,8 @@ def test_stick_response_tells_a_model_that_follows_the_stick_from_one_that_ignor
 
 def test_view_motion_says_how_far_the_sticks_move_a_dream_beside_the_game(
         tmp_path: Path) -> None:
-    from train.evaluate import format_report, view_motion
+    from train.report import format_report
+    from train.sticks import view_motion
 
     rec = load_frames(moving_square_recording(tmp_path / "rec", episodes=2, steps=30), (16, 16), 4)
     config = baby_config(tmp_path).model
