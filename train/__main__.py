@@ -16,7 +16,6 @@ EPILOG = """\
 other commands:
   python -m train eval --checkpoint RUN/latest.pt --data DIR   evaluate against copy-last-frame
   python -m train bench --data DIR                             samples/s: data pipeline vs loop
-  python -m train ablate --data DIR --val-data DIR             remedies on/off, one table
   python -m train config-docs > docs/configuration.md          the configuration reference
 
 examples:
@@ -208,7 +207,7 @@ def _eval(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    commands = ("fit", "eval", "bench", "ablate", "config-docs")
+    commands = ("fit", "eval", "bench", "config-docs")
     command = argv[0] if argv and argv[0] in commands else "fit"
     if argv and argv[0] == command:
         argv = argv[1:]
@@ -224,10 +223,6 @@ def main(argv: list[str] | None = None) -> int:
 
             print(generate(), end="")
             return 0
-        if command == "ablate":
-            from train.ablation import main as ablate_main
-
-            return ablate_main(argv)
         if command == "bench":
             from train.bench import main as bench_main
 

@@ -1,4 +1,4 @@
-"""tools/long_dreams_gpu.py packs each run's weights as a checkpoint that
+"""experiments/long_dreams_gpu.py packs each run's weights as a checkpoint that
 `train eval` and `play` load."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from tests.train.helpers import baby_config, moving_square_recording
 from train.checkpoint import load_checkpoint, model_from_checkpoint
 from train.loop import fit
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "long_dreams_gpu.py"
+TOOL = Path(__file__).resolve().parents[2] / "experiments" / "long_dreams_gpu.py"
 
 
 def load_tool():  # type: ignore[no-untyped-def]

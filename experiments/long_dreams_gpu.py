@@ -3,16 +3,16 @@
 (made for a lent GPU machine, which keeps nothing and may run 10 minutes):
 
 1. record Doom shards for training and the held-out recording, in parallel,
-   while the GPU times one step of each variant (``train.ablation``);
+   while the GPU times one step of each variant (``experiments.ablate``);
 2. decode every recording's frame cache once;
 3. train the variants side by side on the one GPU, each for the steps its own
    timing buys in ``--minutes``, every run also stopped (with a checkpoint) at
    the time left before the deadline;
-4. score each on the held-out recording as ``train ablate`` does (copy-last,
+4. score each on the held-out recording as ``python -m experiments.ablate`` does (copy-last,
    rollouts, the stick response, and here the collapse check for every run);
 5. write the table, the logs and each model's EMA weights to ``--out``.
 
-    python tools/long_dreams_gpu.py --out "$OUT" --deadline 560
+    python -m experiments.long_dreams_gpu --out "$OUT" --deadline 560
 
 ``--variant NAME BASE KEY=VALUE...`` adds a variant: BASE (an ablation variant)
 with config overrides, e.g. ``--variant fft all-remedies loss.fft=1``. After
@@ -46,8 +46,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.device import resolve_device  # noqa: E402
-from train.ablation import (  # noqa: E402
+from experiments.ablate import (  # noqa: E402
     VARIANTS,
     define_variants,
     plan,
@@ -55,6 +54,7 @@ from train.ablation import (  # noqa: E402
     table,
     train_and_score,
 )
+from models.device import resolve_device  # noqa: E402
 from train.checkpoint import model_from_checkpoint, model_weights, play_noise_level  # noqa: E402
 from train.config import TrainConfig, load_config  # noqa: E402
 from train.data import load_frames  # noqa: E402

@@ -1,4 +1,4 @@
-"""``python -m train ablate``: train the same preset with each stability remedy on
+"""``python -m experiments.ablate``: train the same preset with each stability remedy on
 and off, and with each way of feeding in the controls, on the same recording
 and the same compute budget, then print one table.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -332,7 +333,7 @@ def train_and_score(name: str, config: TrainConfig, run: Path, val_dirs: list[st
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m train ablate",
+        prog="python -m experiments.ablate",
         description="Train one preset with each remedy for long dreams on and off (context "
                     "frames, noise augmentation, multi-step training) and with each way of "
                     "feeding the controls (concat, interleaved, adaln), all on the same data "
@@ -400,3 +401,21 @@ def main(argv: list[str]) -> int:
     print(text)
     print(f"runs, reports and the table in {args.out}")
     return 0
+
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``main`` with the errors a user can cause printed, exit status 2."""
+    from recording.format import RecordingError
+    from train.checkpoint import CheckpointError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return main(list(sys.argv[1:] if argv is None else argv))
+    except (ValueError, CheckpointError, RecordingError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())
