@@ -2,7 +2,7 @@
 
 A field the manifest does not know, or a required one it lacks, is refused by
 name: a manifest that does not describe its model fails at load, not mid-game.
-Only the standard library here.
+The standard library and the recording format only.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from recording.format import STICK_NAMES
 
 FORMAT = "tinydreams-bundle"
 VERSION = 1
@@ -23,8 +25,6 @@ NOISE_INPUT = "noise_level"  # (B,) float32: a noise-conditioned model's third i
 LATENT_INPUT = "latent"  # (B, latent_dim) float32 N(0, 1) draws: a latent model's last input
 OUTPUTS = ("next_frame",)  # (B, 3, H, W) float32 in [0, 1]
 BATCH_AXIS = "batch"
-# The sticks of a four-axis pad, the order every recording and model uses.
-STICK_NAMES = ("left_x", "left_y", "right_x", "right_y")
 
 
 class BundleError(ValueError):

@@ -7,16 +7,17 @@ turns the image tokens back into the next RGB frame.
 """
 
 from models.blocks import ResNetBlock
-from models.config import PRESETS, WorldModelConfig, preset
+from models.config import WorldModelConfig
 from models.discriminator import Discriminator, DiscriminatorConfig
+from models.presets import preset, preset_names
 from models.world_model import WorldModel
 
 __all__ = [
-    "PRESETS",
     "Discriminator",
     "DiscriminatorConfig",
     "ResNetBlock",
     "WorldModel",
     "WorldModelConfig",
     "preset",
+    "preset_names",
 ]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from models.config import PRESETS, preset
 from models.device import resolve_device
+from models.presets import preset, preset_names
 from models.summary import format_summary, summarize
 
 
@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m models",
         description="Build a world model from a preset and print its parameters, tokens, "
                     "GFLOPs per frame and measured latency (eager PyTorch).")
-    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
-                        help="architecture preset (default: tiny)")
+    parser.add_argument("--preset", default="tiny", choices=preset_names(),
+                        help="preset, a file in configs/ (default: tiny)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="override a config field, e.g. --set attention_mode=interleaved "

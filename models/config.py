@@ -1,4 +1,5 @@
-"""The world model's configuration: one frozen dataclass, its presets, and its dict form.
+"""The world model's configuration: one frozen dataclass and its dict form (the
+presets are files: ``models.presets``).
 
 A checkpoint stores ``config.to_dict()``; ``WorldModelConfig.from_dict`` rebuilds the
 exact same architecture from that dict alone.
@@ -17,6 +18,11 @@ AttentionMode = Literal["concat", "interleaved", "adaln"]
 OutputMode = Literal["absolute", "residual", "warp", "codebook"]
 PosEmbed = Literal["learned", "sincos"]
 ConvNorm = Literal["instance", "layer", "none"]
+
+
+# A warp model's raw motion output of 1 moves the picture this many pixels: at
+# 64x64 a full-stick turn in Doom is about 8; a stick_view map is in these units too.
+FLOW_PIXELS = 8.0
 
 
 @dataclass(frozen=True)
@@ -319,31 +325,3 @@ def coerce(kind: Any, value: Any, name: str) -> Any:
         article = {"bool": "true or false", "int": "an integer", "float": "a number"}
         raise ValueError(f"{name} must be {article[kind.__name__]}, got {value!r}") from None
     return value
-
-
-PRESETS: dict[str, WorldModelConfig] = {
-    # 64x64, real-time on 2 CPU cores: 8x8 tokens, D=192, 4 layers.
-    "tiny": WorldModelConfig(),
-    # 64x64, more capacity: wider, deeper, two ResNet blocks per stage.
-    "small": WorldModelConfig(
-        embed_dim=256, depth=6, num_heads=4, tokenizer_filters=(48, 96, 192),
-        decoder_filters=(192, 96, 48), tokenizer_blocks=2, decoder_blocks=2,
-        action_hidden=256, num_registers=4),
-    # 128x128 for a GPU: 16x16 tokens, D=384, 8 layers.
-    "base": WorldModelConfig(
-        height=128, width=128, embed_dim=384, depth=8, num_heads=6,
-        tokenizer_filters=(64, 128, 256), decoder_filters=(256, 128, 64),
-        tokenizer_blocks=2, decoder_blocks=2, action_hidden=384, num_registers=4),
-}
-
-
-def preset(name: str, **overrides: Any) -> WorldModelConfig:
-    """A preset by name (``tiny``, ``small``, ``base``), with optional field overrides."""
-    try:
-        base = PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
-    return base.replace(**overrides) if overrides else base
-
-
-__all__ = ["PRESETS", "WorldModelConfig", "preset"]

@@ -7,6 +7,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from export.cli import add_fps_arg, add_model_args
 from play.worlds import MissingExtra
@@ -118,6 +119,50 @@ def _player_options(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_play)
 
 
+def _add_record(sub: Any) -> None:
+    rec = sub.add_parser(
+        "record", help="record a world into a recording directory",
+        description="Record a real world, driven by a policy, into the recording format "
+                    "(recording_log.jsonl + PNG frames + meta.json). Recording into an "
+                    "existing directory appends new episodes.",
+        epilog="Worlds: doom:<scenario> (basic, health_gathering, deathmatch, ...; left stick "
+               "moves and strafes, right stick turns and looks), carracing (left stick steers, "
+               "gas and brake), atari:<Game> (e.g. atari:Breakout; ale-py snaps the stick to 9 "
+               "directions at a 0.5 threshold, right stick past half way fires).")
+    rec.add_argument("--world", default="doom:health_gathering",
+                     help="world id (default: doom:health_gathering)")
+    rec.add_argument("--policy", default="wander", choices=["wander", "human", "replay"],
+                     help="wander: smooth seeded random sticks; human: gamepad or keyboard "
+                          "(WASD, arrows) in a window; replay: controls of --source")
+    rec.add_argument("--rest", type=float, default=0.1,
+                     help="wander: the share of steps every stick rests at the centre, so the "
+                          "model sees the game stand still (default 0.1)")
+    rec.add_argument("--source", default=None, help="recording whose controls --policy replay uses")
+    rec.add_argument("--steps", type=int, default=2000, help="world steps to record")
+    rec.add_argument("--out", type=Path, required=True, help="recording directory")
+    rec.add_argument("--size", default="64",
+                     help="frame size written: N (square) or WxH (default: 64); 0 keeps native")
+    rec.add_argument("--seed", type=int, default=0, help="seed of the world and the policy")
+    rec.add_argument("--frame-skip", type=int, default=None,
+                     help="world frames (Doom tics) per step")
+    rec.add_argument("--resolution", default=None, help="Doom screen resolution, e.g. 320x240")
+    rec.add_argument("--quiet", action="store_true", help="no progress bar")
+    rec.set_defaults(func=_record)
+
+
+def _add_inspect(sub: Any) -> None:
+    ins = sub.add_parser("inspect", help="validate a recording and print its statistics",
+                         description="Read every line and decode every image of a recording; "
+                                     "print usable transitions, skipped lines with reasons and "
+                                     "line numbers, episodes and control statistics.")
+    ins.add_argument("recording", type=Path, help="recording directory")
+    ins.add_argument("--control-dim", type=int, default=None,
+                     help="controls per line (default: from meta.json, else 4)")
+    ins.add_argument("--context-frames", type=int, default=1,
+                     help="count transitions with this many context frames")
+    ins.set_defaults(func=_inspect)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m play",
@@ -150,45 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                          help="or drive this real world and the dream with live sticks")
     _player_options(compare)
 
-    rec = sub.add_parser(
-        "record", help="record a world into a recording directory",
-        description="Record a real world, driven by a policy, into the recording format "
-                    "(recording_log.jsonl + PNG frames + meta.json). Recording into an "
-                    "existing directory appends new episodes.",
-        epilog="Worlds: doom:<scenario> (basic, health_gathering, deathmatch, ...; left stick "
-               "moves and strafes, right stick turns and looks), carracing (left stick steers, "
-               "gas and brake), atari:<Game> (e.g. atari:Breakout; ale-py snaps the stick to 9 "
-               "directions at a 0.5 threshold, right stick past half way fires).")
-    rec.add_argument("--world", default="doom:health_gathering",
-                     help="world id (default: doom:health_gathering)")
-    rec.add_argument("--policy", default="wander", choices=["wander", "human", "replay"],
-                     help="wander: smooth seeded random sticks; human: gamepad or keyboard "
-                          "(WASD, arrows) in a window; replay: controls of --source")
-    rec.add_argument("--rest", type=float, default=0.1,
-                     help="wander: the share of steps every stick rests at the centre, so the "
-                          "model sees the game stand still (default 0.1)")
-    rec.add_argument("--source", default=None, help="recording whose controls --policy replay uses")
-    rec.add_argument("--steps", type=int, default=2000, help="world steps to record")
-    rec.add_argument("--out", type=Path, required=True, help="recording directory")
-    rec.add_argument("--size", default="64",
-                     help="frame size written: N (square) or WxH (default: 64); 0 keeps native")
-    rec.add_argument("--seed", type=int, default=0, help="seed of the world and the policy")
-    rec.add_argument("--frame-skip", type=int, default=None,
-                     help="world frames (Doom tics) per step")
-    rec.add_argument("--resolution", default=None, help="Doom screen resolution, e.g. 320x240")
-    rec.add_argument("--quiet", action="store_true", help="no progress bar")
-    rec.set_defaults(func=_record)
-
-    ins = sub.add_parser("inspect", help="validate a recording and print its statistics",
-                         description="Read every line and decode every image of a recording; "
-                                     "print usable transitions, skipped lines with reasons and "
-                                     "line numbers, episodes and control statistics.")
-    ins.add_argument("recording", type=Path, help="recording directory")
-    ins.add_argument("--control-dim", type=int, default=None,
-                     help="controls per line (default: from meta.json, else 4)")
-    ins.add_argument("--context-frames", type=int, default=1,
-                     help="count transitions with this many context frames")
-    ins.set_defaults(func=_inspect)
+    _add_record(sub)
+    _add_inspect(sub)
 
     args = parser.parse_args(argv)
     if getattr(args, "size", None) == "0":

@@ -13,8 +13,8 @@ import numpy as np
 
 from play.policies import Policy, ReplayPolicy, StopRecording, WanderPolicy
 from play.worlds import World
-from recording.format import RecordingWriter
 from recording.frames import resize
+from recording.writer import RecordingWriter
 
 log = logging.getLogger(__name__)
 

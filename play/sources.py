@@ -15,8 +15,9 @@ import numpy as np
 
 from export.dream import Dream
 from play.worlds import World
-from recording.format import RecordingWriter, read_recording
+from recording.format import read_recording
 from recording.frames import load_image, resize, to_image, to_model_frame
+from recording.writer import RecordingWriter
 
 log = logging.getLogger(__name__)
 

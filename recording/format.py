@@ -1,4 +1,4 @@
-"""The recording format: one module reads and writes it.
+"""The recording format, and reading it (``recording.writer`` writes it).
 
 A recording is a directory holding ``recording_log.jsonl`` (one JSON object a
 line) and the image files it names, plus an optional ``meta.json``. Each line:
@@ -19,12 +19,10 @@ its episode in two there, so no transition jumps over the gap.
 
 from __future__ import annotations
 
-import contextlib
+import datetime
 import json
 import logging
 import math
-import os
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -120,10 +118,10 @@ def parse_controls(value: Any, control_dim: int) -> np.ndarray:
         if control_dim != 4:
             raise ValueError(f"wrong control length: stick dict gives 4, expected {control_dim}")
         try:
-            flat = [*value["leftStick"], *value["rightStick"]]
+            flat = [*_stick(value["leftStick"]), *_stick(value["rightStick"])]
         except (KeyError, TypeError) as err:
             raise ValueError(f"malformed controls: stick dict needs leftStick and rightStick "
-                             f"[x, y] ({err})") from None
+                             f"as [x, y] or {{x, y}} ({err})") from None
         if len(flat) != 4:
             raise ValueError("malformed controls: each stick needs [x, y]")
     elif isinstance(value, list):
@@ -143,6 +141,13 @@ def parse_controls(value: Any, control_dim: int) -> np.ndarray:
     return np.clip(arr, -1.0, 1.0).astype(np.float32)
 
 
+def _stick(value: Any) -> list[Any]:
+    """A stick as ``[x, y]`` or ``{"x": x, "y": y}`` -> ``[x, y]``."""
+    if isinstance(value, dict):
+        return [value["x"], value["y"]]
+    return list(value)
+
+
 def controls_to_json(
         controls: Sequence[float] | np.ndarray) -> list[float] | dict[str, list[float]]:
     """The line form of a control vector: the stick dict for 4, else a list."""
@@ -153,17 +158,41 @@ def controls_to_json(
 
 
 def _line_time(obj: dict[str, Any]) -> float | None:
+    """A line's time in seconds: ``timestamp`` (seconds as a number or a numeric
+    string, or an ISO 8601 string; without a zone, UTC) or ``server_timestamp_ns``
+    (an integer, or a string of digits)."""
     if "timestamp" in obj:
         t = obj["timestamp"]
+        if isinstance(t, str):
+            return _text_time(t)
         if isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t):
             return float(t)
         raise ValueError(f"bad timestamp: {t!r}")
     if "server_timestamp_ns" in obj:
         t = obj["server_timestamp_ns"]
+        if isinstance(t, str) and t.strip().isdigit():
+            t = int(t)
         if isinstance(t, int) and not isinstance(t, bool):
             return t / 1e9
         raise ValueError(f"bad timestamp: server_timestamp_ns {t!r} is not an integer")
     return None
+
+
+def _text_time(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = datetime.datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise ValueError(f"bad timestamp: {text!r} is neither seconds nor an ISO 8601 "
+                             f"time") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        return when.timestamp()
+    if not math.isfinite(seconds):
+        raise ValueError(f"bad timestamp: {text!r}")
+    return seconds
 
 
 def read_recording(directory: str | Path, control_dim: int | None = None,
@@ -187,8 +216,26 @@ def read_recording(directory: str | Path, control_dim: int | None = None,
     if control_dim is None:
         control_dim = len(meta.get("control_names", STICK_NAMES))
     skipped: list[Skipped] = []
-    # (episode, time or None, line, entry fields or None for a placed-but-bad line)
-    placed: list[tuple[int, float | None, int, tuple[Path, np.ndarray] | None]] = []
+    placed = _place_lines(path, directory, control_dim, check_images, skipped)
+    entries = _entries(placed, skipped)
+    skipped.sort(key=lambda s: s.line)
+    recording = Recording(directory, entries, skipped, control_dim, meta)
+    if not entries:
+        detail = f"; {recording.report_skipped(5)}" if skipped else ""
+        raise RecordingError(f"{path}: no usable line{detail}")
+    return recording
+
+
+# One line of the log, placed in its episode and time: (episode, time or None,
+# line number, its frame and controls, or None for a placed line that is bad).
+_Placed = tuple[int, float | None, int, tuple[Path, np.ndarray] | None]
+
+
+def _place_lines(path: Path, directory: Path, control_dim: int, check_images: str,
+                 skipped: list[Skipped]) -> list[_Placed]:
+    """Every line of the log placed in its episode and time; the lines that
+    cannot be read are added to ``skipped`` with their line numbers."""
+    placed: list[_Placed] = []
     with path.open("rb") as f:
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():
@@ -209,19 +256,28 @@ def read_recording(directory: str | Path, control_dim: int | None = None,
                 skipped.append(Skipped(line_no, str(err)))
                 continue
             try:
-                name = obj.get("frame_filename")
-                if not isinstance(name, str) or not name:
-                    raise ValueError("missing field: frame_filename")
-                if "controls" not in obj:
-                    raise ValueError("missing field: controls")
-                controls = parse_controls(obj["controls"], control_dim)
-                frame = _check_image(directory / name, check_images)
+                placed.append((episode, t, line_no,
+                               _line_fields(obj, directory, control_dim, check_images)))
             except ValueError as err:
                 skipped.append(Skipped(line_no, str(err)))
                 placed.append((episode, t, line_no, None))
-                continue
-            placed.append((episode, t, line_no, (frame, controls)))
+    return placed
 
+
+def _line_fields(obj: dict[str, Any], directory: Path, control_dim: int,
+                 check_images: str) -> tuple[Path, np.ndarray]:
+    name = obj.get("frame_filename")
+    if not isinstance(name, str) or not name:
+        raise ValueError("missing field: frame_filename")
+    if "controls" not in obj:
+        raise ValueError("missing field: controls")
+    controls = parse_controls(obj["controls"], control_dim)
+    return _check_image(directory / name, check_images), controls
+
+
+def _entries(placed: list[_Placed], skipped: list[Skipped]) -> list[Entry]:
+    """The readable lines in order of episode and time, split into segments
+    where an episode changes or a bad line breaks it."""
     timed = [p for p in placed if p[1] is not None]
     if timed and len(timed) != len(placed):
         for p in placed:
@@ -229,7 +285,6 @@ def read_recording(directory: str | Path, control_dim: int | None = None,
                 skipped.append(Skipped(p[2], "missing timestamp: other lines have one"))
         placed = timed
     placed.sort(key=lambda p: (p[0], p[1] if p[1] is not None else p[2], p[2]))
-
     entries: list[Entry] = []
     segment, previous_episode, gap = 0, None, False
     for episode, t, line_no, fields in placed:
@@ -241,12 +296,7 @@ def read_recording(directory: str | Path, control_dim: int | None = None,
         gap, previous_episode = False, episode
         entries.append(Entry(line_no, fields[0], fields[1],
                              t if t is not None else float(line_no), episode, segment))
-    skipped.sort(key=lambda s: s.line)
-    recording = Recording(directory, entries, skipped, control_dim, meta)
-    if not entries:
-        detail = f"; {recording.report_skipped(5)}" if skipped else ""
-        raise RecordingError(f"{path}: no usable line{detail}")
-    return recording
+    return entries
 
 
 def _check_image(path: Path, mode: str) -> Path:
@@ -273,134 +323,3 @@ def read_meta(directory: Path) -> dict[str, Any]:
         log.warning("%s: ignoring unreadable meta.json (%s)", path, err)
         return {}
     return meta if isinstance(meta, dict) else {}
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-class RecordingWriter:
-    """Appends episodes to a recording, crash-safe.
-
-    Each frame is written to a temporary name and renamed, and only then is its
-    line appended and flushed, so a killed recorder leaves a log whose every
-    line is usable. Writing into an existing recording adds new episodes after
-    the ones there; nothing is overwritten.
-
-    Args:
-        directory: The recording directory (created if needed).
-        height: Frame height in pixels; every frame must have it.
-        width: Frame width in pixels.
-        control_names: Names of the control axes, in order.
-        meta: Extra facts for ``meta.json``: world, fps, policy, seed, ...
-    """
-
-    def __init__(self, directory: str | Path, height: int, width: int,
-                 control_names: Sequence[str] = STICK_NAMES,
-                 meta: dict[str, Any] | None = None) -> None:
-        self.directory = Path(directory)
-        self.height, self.width = height, width
-        self.control_names = tuple(control_names)
-        (self.directory / FRAMES_DIR).mkdir(parents=True, exist_ok=True)
-        log_path = self.directory / LOG_NAME
-        self.first_episode = _next_episode(log_path)
-        self.episode = self.first_episode - 1
-        self.step = 0
-        self.frames_written = 0
-        self._last_time = 0.0
-        self._meta = self._merge_meta(meta or {})
-        self._log = log_path.open("a", encoding="utf-8")
-
-    def _merge_meta(self, extra: dict[str, Any]) -> dict[str, Any]:
-        path = self.directory / META_NAME
-        meta = read_meta(self.directory)
-        fixed = {"height": self.height, "width": self.width,
-                 "control_names": list(self.control_names)}
-        for key, value in fixed.items():
-            if key in meta and meta[key] != value:
-                raise RecordingError(
-                    f"{path}: this recording has {key} = {meta[key]!r}, the new frames "
-                    f"{value!r}; record into another directory")
-        run = {k: v for k, v in extra.items() if k not in fixed}
-        run["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        run["first_episode"] = self.first_episode
-        meta.update({"format": "tinydreams-recording", "format_version": FORMAT_VERSION,
-                     **fixed})
-        for key in ("world", "fps"):  # facts of the recording as a whole, set once
-            if key in extra:
-                meta.setdefault(key, extra[key])
-        meta.setdefault("runs", []).append(run)
-        _write_json_atomic(path, meta)
-        return meta
-
-    def new_episode(self) -> int:
-        self.episode += 1
-        self.step = 0
-        return self.episode
-
-    def write(self, frame: np.ndarray, controls: Sequence[float] | np.ndarray) -> None:
-        """Write one frame (``(H, W, 3)`` uint8) and the controls applied before it."""
-        if self.episode < self.first_episode:
-            self.new_episode()
-        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
-            raise ValueError(f"frame must be ({self.height}, {self.width}, 3) uint8, "
-                             f"got {frame.shape} {frame.dtype}")
-        if len(controls) != len(self.control_names):
-            raise ValueError(f"expected {len(self.control_names)} controls, got {len(controls)}")
-        name = f"{FRAMES_DIR}/{self.episode:05d}_{self.step:06d}.png"
-        final = self.directory / name
-        tmp = final.with_name(final.name + ".tmp")
-        Image.fromarray(frame).save(tmp, format="PNG", compress_level=1)
-        os.replace(tmp, final)
-        # time.time() can step backwards (NTP); the log's order must not.
-        self._last_time = max(time.time(), self._last_time + 1e-6)
-        line = {"frame_filename": name, "controls": controls_to_json(controls),
-                "timestamp": round(self._last_time, 6), "episode": self.episode,
-                "step": self.step}
-        self._log.write(json.dumps(line) + "\n")
-        self._log.flush()
-        self.step += 1
-        self.frames_written += 1
-
-    def close(self, summary: dict[str, Any] | None = None) -> None:
-        if self._log.closed:
-            return
-        self._log.flush()
-        os.fsync(self._log.fileno())
-        self._log.close()
-        run = self._meta["runs"][-1]
-        run["episodes"] = max(0, self.episode - self.first_episode + 1)
-        run["frames"] = self.frames_written
-        run.update(summary or {})
-        _write_json_atomic(self.directory / META_NAME, self._meta)
-
-    def __enter__(self) -> RecordingWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _next_episode(log_path: Path) -> int:
-    """The episode number after the last one in an existing log (0 for a new one).
-
-    Also ends a partial last line left by a crash with a newline, so the next
-    line does not glue onto it (the reader then skips just that one line).
-    """
-    if not log_path.is_file() or log_path.stat().st_size == 0:
-        return 0
-    last = -1
-    with log_path.open("rb") as f:
-        for raw in f:
-            with contextlib.suppress(ValueError, AttributeError):
-                ep = json.loads(raw).get("episode", 0)
-                if isinstance(ep, int):
-                    last = max(last, ep)
-        f.seek(-1, os.SEEK_END)
-        ends_clean = f.read(1) == b"\n"
-    if not ends_clean:
-        with log_path.open("ab") as f:
-            f.write(b"\n")
-    return last + 1

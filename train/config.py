@@ -4,17 +4,16 @@ TOML preset in ``configs/`` with ``section.field=value`` overrides."""
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from export.dream import LATENT_MODES
-from models.config import WorldModelConfig, coerce, preset
+from models.config import WorldModelConfig, coerce
 from models.discriminator import DiscriminatorConfig
+from models.presets import read_preset
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
@@ -328,26 +327,10 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 
 def load_config(name_or_path: str | Path | None = None,
                 overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """A preset by name (``configs/<name>.toml``) or a TOML path, then overrides.
-
-    In the TOML file ``[model] preset = "tiny"`` starts the model from a named
-    architecture preset, and the other ``[model]`` keys change its fields.
-    """
-    data: dict[str, Any] = {}
-    if name_or_path is not None:
-        path = Path(name_or_path)
-        if not path.suffix:
-            path = CONFIG_DIR / f"{name_or_path}.toml"
-        if not path.is_file():
-            known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
-            raise ValueError(f"no config {name_or_path!r} (looked for {path}); presets: {known}")
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"{path}: {err}") from None
-    model = dict(data.pop("model", {}))
-    base = preset(model.pop("preset", "tiny"))
-    data["model"] = base.replace(**model).to_dict() if model else base.to_dict()
+    """A preset by name (``configs/<name>.toml``) or a TOML path (see
+    ``models.presets``), then ``SECTION.FIELD`` overrides."""
+    data = read_preset(name_or_path) if name_or_path is not None else {}
+    data["model"] = WorldModelConfig.from_dict(data.get("model", {})).to_dict()
     config = TrainConfig.from_dict(data)
     return config.replace(overrides) if overrides else config
 

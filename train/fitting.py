@@ -11,8 +11,7 @@ import torch
 
 from models import WorldModel
 from models.codebook import code_spread, kmeans, nearest_code, patchify, unpatchify
-from models.config import WorldModelConfig
-from models.world_model import FLOW_PIXELS
+from models.config import FLOW_PIXELS, WorldModelConfig
 from train.data import TransitionSet, evenly_spaced
 from train.drift import detail_energy
 from train.sticks import best_shift

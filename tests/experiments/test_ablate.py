@@ -22,7 +22,7 @@ def test_ablation_gives_every_variant_one_budget_and_prints_one_table(tmp_path: 
     rec = moving_square_recording(tmp_path / "rec", episodes=3, steps=30)
     val = moving_square_recording(tmp_path / "val", episodes=1, steps=30, seed=1)
     baby = tmp_path / "baby.toml"
-    baby.write_text('batch_size = 4\nval_batches = 1\nlog_every = 5\n[model]\npreset = "tiny"\n'
+    baby.write_text('batch_size = 4\nval_batches = 1\nlog_every = 5\n[model]\n'
                     'height = 16\nwidth = 16\nembed_dim = 32\ndepth = 2\nnum_heads = 2\n'
                     'tokenizer_filters = [8, 16]\ndecoder_filters = [16, 8]\n'
                     'action_hidden = 16\n')

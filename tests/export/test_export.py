@@ -214,7 +214,7 @@ def test_a_held_latent_is_redrawn_as_far_as_the_sticks_push() -> None:
 def test_a_dream_latent_moves_with_the_view_as_the_model_moves_it() -> None:
     # The bundle's numpy dream (play, serve) and the model's own (train eval)
     # move a held latent alike: the same draws land on the same patches.
-    from models.world_model import FLOW_PIXELS
+    from models.config import FLOW_PIXELS
     from tests.models.helpers import baby_config as model_config
 
     model = WorldModel(model_config(output_mode="codebook", codebook_size=6, codebook_patch=4,

@@ -3,14 +3,16 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
-from models import PRESETS, ResNetBlock, WorldModel, WorldModelConfig, preset
+from models import ResNetBlock, WorldModel, WorldModelConfig, preset, preset_names
 from models.attention import AdaptiveNorm
 from models.codebook import code_spread, kmeans, patchify, unpatchify
-from models.world_model import FLOW_PIXELS
+from models.config import FLOW_PIXELS
 from tests.models.helpers import baby_config, random_inputs
 
 ALL_MODES = list(itertools.product(
@@ -232,9 +234,25 @@ def test_gradient_checkpointing_changes_nothing_but_memory(attention: str,
         torch.testing.assert_close(a.grad, b.grad, msg=name)
 
 
-def test_config_flag_enables_checkpointing() -> None:
-    model = WorldModel(baby_config(grad_checkpointing=True))
-    assert model.grad_checkpointing
+def test_the_config_flag_checkpoints_every_block_in_training(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.world_model
+
+    calls: list[object] = []
+    real = models.world_model.checkpoint
+
+    def counting(block: object, *args: object, **kwargs: object) -> object:
+        calls.append(block)
+        return real(block, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(models.world_model, "checkpoint", counting)
+    config = baby_config(grad_checkpointing=True)
+    frames, controls = random_inputs(config)
+    WorldModel(config).train()(frames, controls)
+    assert len(calls) == config.depth  # each transformer block recomputed in backward
+    WorldModel(config).eval()(frames, controls)
+    WorldModel(baby_config()).train()(frames, controls)
+    assert len(calls) == config.depth  # not at inference, nor without the flag
 
 
 @pytest.mark.parametrize("attention", ["concat", "interleaved"])
@@ -249,9 +267,9 @@ def test_fused_attention_equals_reference_path(attention: str, device: torch.dev
     torch.testing.assert_close(fused, reference, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("name", preset_names())
 def test_config_dict_round_trip_rebuilds_an_identical_model(name: str) -> None:
-    config = PRESETS[name]
+    config = preset(name)
     if name == "base":  # keep the test fast: same code path at a smaller size
         config = config.replace(height=32, width=32)
     model = WorldModel(config).eval()
@@ -261,12 +279,14 @@ def test_config_dict_round_trip_rebuilds_an_identical_model(name: str) -> None:
     assert list(rebuilt.state_dict()) == list(model.state_dict())
     rebuilt.load_state_dict(model.state_dict())
     frames, controls = random_inputs(config)
-    torch.testing.assert_close(rebuilt(frames, controls), model(frames, controls),
-                               atol=0.0, rtol=0.0)
+    noise = torch.zeros(len(frames)) if config.noise_conditioning else None
+    latent = torch.randn(len(frames), config.latent_size) if config.latent_size else None
+    torch.testing.assert_close(rebuilt(frames, controls, noise, latent),
+                               model(frames, controls, noise, latent), atol=0.0, rtol=0.0)
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning:torch")  # torch's own modules
-@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")  # the issue asks for it
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")  # bundles ship it
 def test_jit_trace_runs_and_matches_eager(device: torch.device) -> None:
     config = baby_config(attention_mode="interleaved", num_registers=2, context_frames=2,
                          output_mode="residual")
@@ -317,10 +337,18 @@ def test_integer_frames_are_rejected() -> None:
 
 
 def test_presets_have_the_documented_sizes() -> None:
-    assert (PRESETS["tiny"].height, PRESETS["small"].height, PRESETS["base"].height) == (
-        64, 64, 128)
+    # The table in docs/guide.md: every preset, its frame size and parameter count.
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "guide.md").read_text()
+    rows = re.findall(r"^\| `([\w-]+)` \| (\d+)x(\d+) \|[^|]*\|[^|]*\| ([\d.]+) M \|",
+                      guide, re.MULTILINE)
+    assert sorted(name for name, *_ in rows) == preset_names()
+    for name, height, width, millions in rows:
+        config = preset(name)
+        assert (config.height, config.width) == (int(height), int(width)), name
+        count = WorldModel(config).num_parameters() / 1e6
+        assert abs(count - float(millions)) < 0.006, f"{name}: {count:.3f} M"
     assert preset("tiny", depth=2).depth == 2
-    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+    with pytest.raises(ValueError, match="no config 'huge'"):
         preset("huge")
 
 

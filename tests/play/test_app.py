@@ -51,20 +51,29 @@ def run(source: Any, frames: int, tmp_path: Path, script: dict[int, list[Any]] |
             player.close()
 
 
-def last_frame(bundle: Path, stick: float, tmp_path: Path) -> np.ndarray:
-    source = DreamSource(load_backend(bundle, "onnxruntime", "cpu"))
-    frames: list[np.ndarray] = []
-    step = source.step
-    source.step = lambda c: frames.append(step(c)) or frames[-1]  # type: ignore[method-assign]
-    run(source, 10, tmp_path, {0: [axis(stick, 0)]})
-    return frames[-1]
+def test_moving_the_stick_reaches_the_model_and_its_frame_the_screen(
+        bundle: Path, tmp_path: Path) -> None:
+    backend = load_backend(bundle, "onnxruntime", "cpu")
+    given: list[np.ndarray] = []
+    painted: list[np.ndarray] = []
+    step = backend.step
 
+    def spy(frames: np.ndarray, controls: np.ndarray, *rest: Any) -> np.ndarray:
+        given.append(np.array(controls))
+        painted.append(step(frames, controls, *rest))
+        return painted[-1]
 
-def test_moving_the_stick_changes_the_dream(bundle: Path, tmp_path: Path) -> None:
-    still = last_frame(bundle, 0.0, tmp_path)
-    moved = last_frame(bundle, 1.0, tmp_path)
-    assert still.shape == (16, 16, 3)
-    assert np.abs(still.astype(int) - moved.astype(int)).max() > 0
+    backend.step = spy  # type: ignore[method-assign]
+    source = DreamSource(backend)
+    shown: list[np.ndarray] = []
+    source_step = source.step
+    source.step = lambda c: shown.append(source_step(c)) or shown[-1]  # type: ignore
+    run(source, 10, tmp_path, {3: [axis(1.0, 0)]})  # the left stick pushed right at frame 3
+    assert len(given) >= 8
+    assert all(np.array_equal(c, [[0, 0, 0, 0]]) for c in given[:2])
+    np.testing.assert_allclose(given[-1], [[1.0, 0, 0, 0]], atol=1e-6)
+    expected = (np.clip(painted[-1][0], 0, 1) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)
+    np.testing.assert_array_equal(shown[-1], expected)  # the model's own frame, shown
 
 
 def test_dream_source_rolls_a_window_of_k_frames(bundle: Path) -> None:

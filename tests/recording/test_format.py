@@ -11,10 +11,10 @@ from PIL import Image
 from recording.format import (
     LOG_NAME,
     RecordingError,
-    RecordingWriter,
     parse_controls,
     read_recording,
 )
+from recording.writer import RecordingWriter
 
 
 def frame(value: int, size: int = 8) -> np.ndarray:
@@ -67,6 +67,36 @@ def test_seed_format_variations_load(tmp_path: Path) -> None:
     assert [e.frame.name for e in rec.entries] == ["f0.png", "f1.png", "f2.png"]
     np.testing.assert_allclose(rec.entries[1].controls, [0.1, -0.1, 1, -1])
     assert rec.transitions(1).tolist() == [[0, 1], [1, 2]]
+
+
+def test_stick_objects_and_text_timestamps_load(tmp_path: Path) -> None:
+    lines = [
+        {"frame_filename": "f2.png", "controls": {"leftStick": {"x": 0.5, "y": -0.5},
+                                                  "rightStick": {"x": 0, "y": 1}},
+         "timestamp": "2026-01-02T03:04:07Z"},
+        {"frame_filename": "f0.png", "controls": [0, 0, 0, 0],
+         "timestamp": "2026-01-02T03:04:05.500"},  # no zone: UTC
+        {"frame_filename": "f1.png", "controls": {"leftStick": [0.1, 0], "rightStick": [0, 0]},
+         "timestamp": "1767323046.25"},  # seconds, as text
+    ]
+    write_log(tmp_path, lines, images=3)
+    rec = read_recording(tmp_path)
+    assert [e.frame.name for e in rec.entries] == ["f0.png", "f1.png", "f2.png"]
+    assert [e.time for e in rec.entries] == [1767323045.5, 1767323046.25, 1767323047.0]
+    np.testing.assert_allclose(rec.entries[2].controls, [0.5, -0.5, 0, 1])
+    write_log(tmp_path / "ns", [{"frame_filename": "f0.png", "controls": [0, 0, 0, 0],
+                                 "server_timestamp_ns": "2000000000"}], images=1)
+    assert read_recording(tmp_path / "ns").entries[0].time == 2.0
+    write_log(tmp_path / "bad", [
+        {"frame_filename": "f0.png", "controls": [0, 0, 0, 0], "timestamp": 1.0},
+        {"frame_filename": "f0.png", "controls": {"leftStick": {"x": 0}, "rightStick": [0, 0]},
+         "timestamp": 2.0},
+        {"frame_filename": "f0.png", "controls": [0, 0, 0, 0], "timestamp": "tomorrow"}],
+        images=1)
+    bad = read_recording(tmp_path / "bad")
+    assert [(s.line, s.reason.split(":")[0]) for s in bad.skipped] == [
+        (2, "malformed controls"), (3, "bad timestamp")]
+    assert "neither seconds nor an ISO 8601 time" in bad.skipped[1].reason
 
 
 def test_float_timestamps_sort_and_no_timestamps_keep_file_order(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from recording.format import RecordingWriter
+from recording.writer import RecordingWriter
 from train.config import TrainConfig, load_config
 
 BABY_MODEL = {

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from train.config import CONFIG_DIR, TrainConfig, load_config
+from models.presets import preset_names
+from train.config import TrainConfig, load_config
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
+@pytest.mark.parametrize("name", preset_names())
 def test_presets_load_and_round_trip(name: str) -> None:
     config = load_config(name)
     assert TrainConfig.from_dict(config.to_dict()) == config
@@ -40,12 +41,32 @@ def test_bad_overrides_are_refused_by_name(overrides: dict[str, object], match: 
 
 
 def test_unknown_preset_and_bad_toml(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"no config 'huge'.*presets: base, small, tiny"):
+    with pytest.raises(ValueError,
+                       match=r"no config 'huge'.*presets: base, seed, small, tiny, tiny-codebook"):
         load_config("huge")
     bad = tmp_path / "bad.toml"
     bad.write_text("steps = = 3\n")
     with pytest.raises(ValueError, match=r"bad\.toml"):
         load_config(bad)
+
+
+def test_a_preset_extends_another_and_the_seed_preset_is_the_plain_model(
+        tmp_path: Path) -> None:
+    tiny, codebook = load_config("tiny"), load_config("tiny-codebook")
+    assert codebook.model.output_mode == "codebook"
+    for name in ("context_frames", "attention_mode", "conv_norm", "noise_conditioning"):
+        assert getattr(codebook.model, name) == getattr(tiny.model, name), name
+    assert (codebook.noise, codebook.unroll, codebook.steps) == (tiny.noise, tiny.unroll,
+                                                                 tiny.steps)
+    seed = load_config("seed")
+    assert (seed.model.context_frames, seed.model.conv_norm, seed.model.output_mode,
+            seed.model.attention_mode) == (1, "instance", "absolute", "concat")
+    assert (seed.loss.l1, seed.loss.sobel > 0, seed.loss.fft > 0) == (1.0, True, True)
+    assert (seed.unroll.schedule, seed.unroll.rollin, seed.noise.max_level) == ((1,), 0, 0.0)
+    loop = tmp_path / "loop.toml"
+    loop.write_text(f'extends = "{loop}"\n')
+    with pytest.raises(ValueError, match="extends itself"):
+        load_config(loop)
 
 
 def test_configuration_reference_is_generated_from_the_code() -> None:
