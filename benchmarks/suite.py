@@ -85,7 +85,8 @@ def prepare(work: Path, bundle: Path | None, device: str) -> tuple[Path, Path]:
     if not (rec / "meta.json").is_file():
         world = make_world(WORLD)
         try:
-            record(world, WanderPolicy(seed=0), rec, 2000, size=(64, 64), seed=0)
+            policy = WanderPolicy(len(world.control_names), seed=0)
+            record(world, policy, rec, 2000, size=(64, 64), seed=0)
         finally:
             world.close()
     out = work / "bundle"

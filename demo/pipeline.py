@@ -58,8 +58,9 @@ def record_stage(options: DemoOptions, directory: Path, steps: int, seed: int,
     try:
         with _bar(options, steps - have, f"recording {directory.name}", "step") as bar:
             run_seed = seed + (1 if have else 0) * 7919  # a fresh stretch when appending
-            record(world, WanderPolicy(seed=run_seed), directory, steps - have, size=(64, 64),
-                   seed=run_seed, meta={"policy": "wander"}, progress=bar.update)
+            record(world, WanderPolicy(len(world.control_names), seed=run_seed), directory,
+                   steps - have, size=(64, 64), seed=run_seed, meta={"policy": "wander"},
+                   progress=bar.update)
     finally:
         world.close()
     info["seconds"] = time.perf_counter() - start

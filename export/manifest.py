@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recording.format import STICK_NAMES
+from recording.format import control_names
 
 FORMAT = "tinydreams-bundle"
 VERSION = 1
@@ -29,17 +29,6 @@ BATCH_AXIS = "batch"
 
 class BundleError(ValueError):
     """A bundle that cannot be used: missing, damaged, or inconsistent."""
-
-
-def control_names(control_dim: int, names: list[str] | None = None) -> list[str]:
-    """The names of ``control_dim`` controls: ``names`` when given, the sticks for
-    four, else ``c0``, ``c1``, ..."""
-    if names:
-        if len(names) != control_dim:
-            raise ValueError(f"{len(names)} control names for {control_dim} controls")
-        return list(names)
-    return list(STICK_NAMES) if control_dim == len(STICK_NAMES) else [
-        f"c{i}" for i in range(control_dim)]
 
 
 @dataclass(frozen=True)
@@ -92,7 +81,7 @@ class Manifest:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "control_names",
-                           control_names(self.control_dim, self.control_names))
+                           list(control_names(self.control_dim, self.control_names)))
 
     @property
     def noise_conditioned(self) -> bool:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from export.cli import add_fps_arg, add_model_args
-from play.worlds import MissingExtra
+from play.pads import PadInput, parse_axis_map
+from play.worlds import MissingExtra, require
 
 
 def _record(args: argparse.Namespace) -> int:
@@ -27,7 +28,8 @@ def _record(args: argparse.Namespace) -> int:
     size = parse_size(args.size) if args.size else None
     world = make_world(args.world, **options)
     try:
-        policy = make_policy(args.policy, seed=args.seed, source=args.source, fps=world.fps,
+        policy = make_policy(args.policy, tuple(world.control_names), seed=args.seed,
+                             source=args.source, fps=world.fps,
                              title=f"TinyDreams: recording {args.world}", rest=args.rest)
         meta: dict[str, object] = {"policy": args.policy}
         if args.policy == "wander":
@@ -86,7 +88,8 @@ def _play(args: argparse.Namespace) -> int:
         source = CompareSource(backend, args.recording, world, args.latent)
     options = PlayOptions(scale=args.scale, smooth=args.smooth, fullscreen=args.fullscreen,
                           hud=not args.no_hud, dead_zone=args.dead_zone,
-                          invert_y=args.invert_y, mouse=args.mouse, fps=args.fps,
+                          invert_y=args.invert_y, axis_map=args.axis_map, mouse=args.mouse,
+                          fps=args.fps,
                           max_frames=args.frames, max_seconds=args.seconds,
                           captures=args.captures)
     print(HELP)
@@ -102,6 +105,38 @@ def _play(args: argparse.Namespace) -> int:
     return 0
 
 
+def _axis_map_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--axis-map", type=parse_axis_map, default=(0, 1, 2, 3),
+                   metavar="LX,LY,RX,RY",
+                   help="raw axes of a joystick SDL has no GameController mapping for, e.g. "
+                        "0,1,3,4 (default 0,1,2,3); known pads need none")
+
+
+def _pads(args: argparse.Namespace) -> int:
+    """List the connected pads, how each is read, and their live values."""
+    import time
+
+    pygame = require("pygame", "play", "pygame-ce")
+    from pygame._sdl2 import controller
+
+    pygame.init()
+    pygame.joystick.init()
+    controller.init()
+    pads = PadInput(axis_map=args.axis_map)
+    end = time.monotonic() + args.seconds
+    shown: list[str] = []
+    while True:
+        for event in pygame.event.get():
+            pads.handle(event)
+        lines = pads.describe()
+        if lines != shown:
+            print("\n".join(lines), flush=True)
+            shown = lines
+        if time.monotonic() >= end:
+            return 0
+        time.sleep(0.05)
+
+
 def _player_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=int, default=8, help="initial window pixels per frame pixel")
     p.add_argument("--smooth", action="store_true", help="smooth scaling (M toggles)")
@@ -109,6 +144,7 @@ def _player_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-hud", action="store_true", help="hide the HUD (H toggles)")
     p.add_argument("--dead-zone", type=float, default=0.1, help="gamepad stick dead zone")
     p.add_argument("--invert-y", action="store_true", help="invert both sticks' y axes")
+    _axis_map_arg(p)
     p.add_argument("--mouse", action="store_true", help="the mouse drives the right stick")
     add_fps_arg(p, "frames shown")
     p.add_argument("--frames", type=int, default=None, help="stop after this many frames")
@@ -197,6 +233,15 @@ def main(argv: list[str] | None = None) -> int:
 
     _add_record(sub)
     _add_inspect(sub)
+    pads = sub.add_parser("pads", help="list connected gamepads, their mapping and values",
+                          description="Show every connected pad: its name, whether SDL's "
+                                      "GameController database maps it (else it is read raw "
+                                      "through --axis-map), and its live sticks, triggers "
+                                      "and buttons as they change.")
+    _axis_map_arg(pads)
+    pads.add_argument("--seconds", type=float, default=10.0,
+                      help="how long to watch (default 10; 0 lists once)")
+    pads.set_defaults(func=_pads)
 
     args = parser.parse_args(argv)
     if getattr(args, "size", None) == "0":

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from play.pads import PadInput, describe_controls
 from play.sources import FrameSource
-from play.sticks import StickState
 from play.worlds import require
 
 HELP = ("R reset  P pause  H HUD  F11 fullscreen  M smooth  F12 screenshot  G GIF  Esc quit; "
@@ -29,6 +29,8 @@ class PlayOptions:
         hud: Show the heads-up display.
         dead_zone: Gamepad stick dead zone.
         invert_y: Invert both sticks' y axes.
+        axis_map: The raw axes (left x, left y, right x, right y) of a joystick
+            SDL has no GameController mapping for.
         mouse: Mouse motion drives the right stick.
         fps: Target frames per second (default: the source's).
         max_frames: Stop after this many displayed frames (headless runs, tests).
@@ -42,6 +44,7 @@ class PlayOptions:
     hud: bool = True
     dead_zone: float = 0.1
     invert_y: bool = False
+    axis_map: tuple[int, int, int, int] = (0, 1, 2, 3)
     mouse: bool = False
     fps: float | None = None
     max_frames: int | None = None
@@ -57,8 +60,12 @@ class Player:
         pg = self.pygame
         pg.init()
         pg.joystick.init()
+        from pygame._sdl2 import controller
+
+        controller.init()  # pads SDL knows arrive as GameControllers
         self.source, self.options = source, options or PlayOptions()
-        self.sticks = StickState(self.options.dead_zone, self.options.invert_y)
+        self.pads = PadInput(self.options.dead_zone, self.options.invert_y,
+                             self.options.axis_map)
         self.paused = False
         self.displayed = 0
         self.gif: list[Image.Image] | None = None
@@ -90,9 +97,9 @@ class Player:
             if self.before_frame is not None:
                 self.before_frame(self)
             for event in pg.event.get():
-                running = self._handle(event) and running
-                if (event.type == pg.KEYDOWN and event.key == pg.K_r) or (
-                        event.type == pg.JOYBUTTONDOWN and event.button == 6):  # Back
+                pressed = self.pads.handle(event)
+                running = self._handle(event, pressed) and running
+                if (event.type == pg.KEYDOWN and event.key == pg.K_r) or pressed == "back":
                     frame = self.source.reset()
             if not running:
                 break
@@ -121,15 +128,19 @@ class Player:
                 "fps": self.displayed / max(seconds, 1e-9)}
 
     def _controls(self) -> np.ndarray:
-        controls = self.sticks.values()
-        if self.options.mouse:
+        """The controls the source takes (its ``control_names``), from the pads,
+        the keyboard and, with ``mouse``, the mouse as the right stick."""
+        names = tuple(self.source.control_names)
+        controls = self.pads.controls(names)
+        if self.options.mouse and "right_x" in names and "right_y" in names:
             self._mouse *= 0.8  # the mouse stick springs back when the mouse rests
-            if not controls[2] and not controls[3]:
-                controls[2:] = np.clip(self._mouse, -1, 1)
+            rx, ry = names.index("right_x"), names.index("right_y")
+            if not controls[rx] and not controls[ry]:
+                controls[[rx, ry]] = np.clip(self._mouse, -1, 1)
         return controls
 
-    def _handle(self, event: Any) -> bool:
-        """Feed one event; False to quit."""
+    def _handle(self, event: Any, pressed: str | None = None) -> bool:
+        """Feed one event (``pressed``: the pad button it pressed); False to quit."""
         pg = self.pygame
         if event.type == pg.QUIT:
             return False
@@ -138,7 +149,7 @@ class Player:
             if key == pg.K_ESCAPE:
                 return False
             if key == pg.K_p:
-                self.paused = not self.paused
+                self.pause(not self.paused)
             elif key == pg.K_h:
                 self.options.hud = not self.options.hud
             elif key == pg.K_m:
@@ -152,12 +163,18 @@ class Player:
                     self.gif = []
                 else:
                     self._save_gif()
-        elif event.type == pg.JOYBUTTONDOWN and event.button == 7:
-            self.paused = not self.paused
+        elif pressed == "start":
+            self.pause(not self.paused)
         elif event.type == pg.MOUSEMOTION and self.options.mouse:
             self._mouse += np.array(event.rel, float) / 50.0
-        self.sticks.handle(event)
         return True
+
+    def pause(self, paused: bool) -> None:
+        """Stop (or resume) stepping; a remote source pauses its dream on the server."""
+        self.paused = paused
+        set_paused = getattr(self.source, "set_paused", None)
+        if set_paused is not None:
+            set_paused(paused)
 
     def _draw(self, frame: np.ndarray) -> None:
         pg = self.pygame
@@ -166,10 +183,9 @@ class Player:
         scale = pg.transform.smoothscale if self.options.smooth else pg.transform.scale
         screen.blit(scale(surface, screen.get_size()), (0, 0))
         if self.options.hud:
-            c = self._controls()
             parts = [f"{self._rate:4.1f} fps", *(f"{k} {v}" for k, v in
                                                  self.source.stats().items()),
-                     f"L ({c[0]:+.2f},{c[1]:+.2f}) R ({c[2]:+.2f},{c[3]:+.2f})",
+                     describe_controls(self.source.control_names, self._controls()),
                      "PAUSED" if self.paused else "", "GIF" if self.gif is not None else ""]
             text = "  ".join(p for p in parts if p)
             screen.blit(self._font.render(text, True, (255, 255, 0), (0, 0, 0)), (4, 4))

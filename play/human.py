@@ -7,33 +7,38 @@ from typing import Any
 
 import numpy as np
 
+from play.pads import PadInput, describe_controls
 from play.policies import StopRecording
-from play.sticks import StickState
 from play.worlds import require
 
 
 class HumanPolicy:
-    """Shows each frame scaled up in a window and returns the sticks' values.
+    """Shows each frame scaled up in a window and returns the controls' values.
 
     Gamepads are picked up as they are plugged in; the keyboard works too
-    (WASD = left stick, arrows = right stick). Esc or closing the window stops.
-    The loop is paced to the world's ``fps``.
+    (WASD = left stick, arrows = right stick, space = right trigger, E = A).
+    Esc or closing the window stops. The loop is paced to the world's ``fps``.
 
     Args:
+        control_names: The controls the world takes, in order.
         fps: Steps per second to pace to (0: as fast as possible).
         scale: Window pixels per frame pixel.
         dead_zone: Stick dead zone.
         title: Window title.
     """
 
-    def __init__(self, fps: float = 30.0, scale: int = 6, dead_zone: float = 0.1,
-                 title: str = "TinyDreams") -> None:
+    def __init__(self, control_names: tuple[str, ...], fps: float = 30.0, scale: int = 6,
+                 dead_zone: float = 0.1, title: str = "TinyDreams") -> None:
         self.pygame: Any = require("pygame", "play", "pygame-ce")
         pygame = self.pygame
         pygame.init()
         pygame.joystick.init()
+        from pygame._sdl2 import controller
+
+        controller.init()
+        self.control_names = tuple(control_names)
         self.fps, self.scale, self.title = fps, scale, title
-        self.sticks = StickState(dead_zone=dead_zone)
+        self.pads = PadInput(dead_zone=dead_zone)
         self.steps = 0
         self._clock = pygame.time.Clock()
         self._screen: Any = None
@@ -50,8 +55,8 @@ class HumanPolicy:
             if event.type == pygame.QUIT or (
                     event.type == pygame.KEYDOWN and event.key == pygame.K_ESCAPE):
                 raise StopRecording("the window was closed")
-            self.sticks.handle(event)
-        controls = self.sticks.values()
+            self.pads.handle(event)
+        controls = self.pads.controls(self.control_names)
         self._draw(frame, controls)
         if self.fps > 0:
             self._clock.tick(self.fps)
@@ -71,8 +76,7 @@ class HumanPolicy:
         surface = pygame.surfarray.make_surface(frame.swapaxes(0, 1))  # (W, H, 3)
         self._screen.blit(pygame.transform.scale(surface, size), (0, 0))
         hud = (f"{self._rate:4.1f} steps/s  recorded {self.steps}  "
-               f"L ({controls[0]:+.2f}, {controls[1]:+.2f})  "
-               f"R ({controls[2]:+.2f}, {controls[3]:+.2f})  pads {len(self.sticks.pads)}")
+               f"{describe_controls(self.control_names, controls)}  pads {len(self.pads.pads)}")
         text = self._font.render(hud, True, (255, 255, 0), (0, 0, 0))
         self._screen.blit(text, (4, 4))
         pygame.display.flip()

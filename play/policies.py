@@ -38,20 +38,31 @@ class WanderPolicy:
     would almost never happen, and a model that never saw the game stand still
     does not learn to stand still.
 
+    Controls past the four sticks (triggers, buttons) are pressed now and then:
+    each press starts on ``press`` of the steps and lasts 1-8 steps, fully down,
+    never while resting. They draw from a random stream of their own, so the
+    sticks wander the same with or without them.
+
     Args:
-        control_dim: Number of axes.
+        control_dim: Number of controls: the stick axes (up to four), then presses.
         seed: Seed of the random programme.
         rest: The share of steps spent resting (0: never).
+        press: The share of steps on which each press control starts a press.
     """
 
     MODES = ("walk", "hold", "release", "sweep")
     MODE_P = (0.45, 0.25, 0.15, 0.15)
     REST_STEPS = (8, 40)  # a rest's length, uniform (both ends included)
 
-    def __init__(self, control_dim: int = 4, seed: int = 0, rest: float = 0.1) -> None:
+    PRESS_STEPS = (1, 8)
+
+    def __init__(self, control_dim: int = 4, seed: int = 0, rest: float = 0.1,
+                 press: float = 0.04) -> None:
         if not 0.0 <= rest < 1.0:
             raise ValueError(f"rest must be in [0, 1), got {rest}")
-        self.control_dim = control_dim
+        self.control_dim = min(control_dim, 4)  # the wandering stick axes
+        self.presses = control_dim - self.control_dim
+        self.press = press
         mean = sum(self.REST_STEPS) / 2
         self._rest_p = rest / (mean * (1.0 - rest))  # a rest starts on this share of steps
         self.reset(seed)
@@ -59,6 +70,8 @@ class WanderPolicy:
     def reset(self, seed: int | None = None) -> None:
         if seed is not None or not hasattr(self, "_rng"):
             self._rng = np.random.default_rng(seed)
+            self._press_rng = np.random.default_rng(None if seed is None else [seed, 1])
+        self._held = np.zeros(self.presses, dtype=np.int64)  # steps each press has left
         n = self.control_dim
         self.value = np.zeros(n)
         self._mode = ["release"] * n
@@ -82,6 +95,24 @@ class WanderPolicy:
             self._sweep_step[i] = -2.0 * start / length
 
     def act(self, frame: np.ndarray | None = None) -> np.ndarray:
+        sticks = self._sticks()
+        if not self.presses:
+            return sticks
+        return np.concatenate([sticks, self._pressed()])
+
+    def _pressed(self) -> np.ndarray:
+        rng = self._press_rng
+        starts = rng.random(self.presses) < self.press
+        lengths = rng.integers(self.PRESS_STEPS[0], self.PRESS_STEPS[1] + 1, self.presses)
+        if self._resting:  # hands off everything
+            self._held[:] = 0
+        else:
+            self._held = np.where((self._held == 0) & starts, lengths, self._held)
+        down = (self._held > 0).astype(np.float32)
+        self._held = np.maximum(self._held - 1, 0)
+        return down
+
+    def _sticks(self) -> np.ndarray:
         if not self._resting and self._rng.random() < self._rest_p:
             self._resting = int(self._rng.integers(self.REST_STEPS[0], self.REST_STEPS[1] + 1))
         if self._resting:  # every stick back to the centre, and still there

@@ -81,6 +81,9 @@ def record(world: World, policy: Policy, out: str | Path, steps: int,
             except StopRecording as err:
                 stopped = str(err)
                 break
+            if controls.shape != zero.shape:
+                raise ValueError(f"the policy gives {controls.shape[0]} controls, the world "
+                                 f"{world.id} takes {len(zero)} ({', '.join(world.control_names)})")
             frame, done = world.step(controls)
             applied.append(controls)
             done_steps += 1
@@ -112,18 +115,19 @@ def format_coverage(stats: RecordStats, names: tuple[str, ...], bins: int = 10) 
     return "\n".join(lines)
 
 
-def make_policy(name: str, seed: int = 0, source: str | None = None,
-                fps: float = 30.0, title: str = "TinyDreams", rest: float = 0.1) -> Policy:
+def make_policy(name: str, control_names: tuple[str, ...], seed: int = 0,
+                source: str | None = None, fps: float = 30.0, title: str = "TinyDreams",
+                rest: float = 0.1) -> Policy:
     """``wander`` (resting a ``rest`` share of the steps), ``replay`` (needs
-    ``source``) or ``human`` (opens a window)."""
+    ``source``) or ``human`` (opens a window), giving ``control_names``."""
     if name == "wander":
-        return WanderPolicy(seed=seed, rest=rest)
+        return WanderPolicy(len(control_names), seed=seed, rest=rest)
     if name == "replay":
         if source is None:
             raise ValueError("the replay policy needs a source recording (--source DIR)")
-        return ReplayPolicy(source)
+        return ReplayPolicy(source, len(control_names))
     if name == "human":
         from play.human import HumanPolicy
 
-        return HumanPolicy(fps=fps, title=title)
+        return HumanPolicy(control_names, fps=fps, title=title)
     raise ValueError(f"unknown policy {name!r}; choose human, wander or replay")

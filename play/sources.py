@@ -15,7 +15,7 @@ import numpy as np
 
 from export.dream import Dream
 from play.worlds import World
-from recording.format import read_recording
+from recording.format import STICK_NAMES, read_recording
 from recording.frames import load_image, resize, to_image, to_model_frame
 from recording.writer import RecordingWriter
 
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 class FrameSource(Protocol):
     name: str
     fps: float
+    control_names: tuple[str, ...]  # the controls ``step`` takes, in order
 
     def reset(self) -> np.ndarray:
         """Start again; the first frame, ``(H, W, 3)`` uint8."""
@@ -47,6 +48,7 @@ class RealSource:
     def __init__(self, world: World, seed: int = 0, record: str | Path | None = None) -> None:
         self.world, self.seed, self.record = world, seed, record
         self.name, self.fps = f"real {world.id}", world.fps
+        self.control_names = tuple(world.control_names)
         self.writer: RecordingWriter | None = None
 
     def reset(self) -> np.ndarray:
@@ -86,6 +88,7 @@ class DreamSource:
         self.backend = backend
         self.name = f"dream ({getattr(backend, 'name', '?')} on {getattr(backend, 'device', '?')})"
         self.fps = float(backend.manifest.fps or 15.0)
+        self.control_names = tuple(backend.manifest.control_names)
         self.start = backend.start_frames()
         self.dream = Dream(backend.manifest, latent, seed)
         self.turn = seed
@@ -121,6 +124,7 @@ class ReplaySource:
         self.recording = read_recording(directory)
         self.name = f"replay {directory}"
         self.fps = float(self.recording.meta.get("fps") or 15.0)
+        self.control_names = tuple(self.recording.control_names)
         self.i = 0
 
     @property
@@ -157,6 +161,7 @@ class RemoteSource:
     def __init__(self, url: str, token: str | None = None, encoding: str = "jpeg") -> None:
         self.url, self.token, self.encoding = url, token, encoding
         self.name, self.fps = f"remote {url}", 30.0
+        self.control_names: tuple[str, ...] = STICK_NAMES  # the server's, once it welcomes us
         self.status = "connecting"
         self.rtt_ms = 0.0
         self.dropped = 0
@@ -166,6 +171,7 @@ class RemoteSource:
         self._controls = np.zeros(0, np.float32)  # the player's, sent as the server's length
         self.frame_size = (64, 64)  # (height, width): the server's, once it welcomes us
         self._reset_asked = False
+        self._paused = False  # what the server should hold: sent on change and on connect
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True,
@@ -174,7 +180,7 @@ class RemoteSource:
 
     async def _main(self) -> None:
         from serve.client import DreamClient, decode_image
-        from serve.protocol import ping_message, reset_message
+        from serve.protocol import pause_message, ping_message, reset_message
 
         backoff = 0.5
         while not self._stop.is_set():
@@ -192,8 +198,9 @@ class RemoteSource:
             self.fps = float(model["fps"])
             self.frame_size = (int(model["height"]), int(model["width"]))
             control_dim = int(model["control_dim"])
+            self.control_names = tuple(model.get("control_names") or STICK_NAMES)[:control_dim]
             sent = np.full(control_dim, np.nan, np.float32)
-            last_send, last_ping = 0.0, 0.0
+            last_send, last_ping, paused = 0.0, 0.0, False
             try:
                 while not self._stop.is_set():
                     now = time.monotonic()
@@ -206,6 +213,9 @@ class RemoteSource:
                     if self._reset_asked:
                         self._reset_asked = False
                         await client.ws.send(reset_message())
+                    if self._paused != paused:
+                        paused = self._paused
+                        await client.ws.send(pause_message(paused))
                     if now - last_ping > 1.0:
                         last_ping = now
                         await client.ws.send(ping_message(now))
@@ -229,6 +239,10 @@ class RemoteSource:
                 with contextlib.suppress(Exception):
                     await client.close()
                 await asyncio.sleep(backoff)
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause (or resume) the dream on the server: it stops stepping it."""
+        self._paused = paused
 
     def reset(self) -> np.ndarray:
         self._reset_asked = True
@@ -271,6 +285,7 @@ class CompareSource:
         assert source is not None
         self.name = f"compare: {source.name} | dream"
         self.fps = source.fps
+        self.control_names = tuple(backend.manifest.control_names)
         self.errors: list[float] = []
 
     @property

@@ -39,6 +39,7 @@ META_NAME = "meta.json"
 FRAMES_DIR = "frames"
 FORMAT_VERSION = 1
 STICK_NAMES = ("left_x", "left_y", "right_x", "right_y")
+TRIGGER_NAMES = ("left_trigger", "right_trigger")
 # Gamepads report 1.0000001 now and then; beyond this slack a value is an error.
 _RANGE_SLACK = 1e-3
 
@@ -76,6 +77,11 @@ class Recording:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def control_names(self) -> tuple[str, ...]:
+        """The controls' names, in the order of each entry's ``controls``."""
+        return _meta_names(self.control_dim, self.meta)
+
+    @property
     def episodes(self) -> list[int]:
         return sorted({e.episode for e in self.entries})
 
@@ -109,6 +115,56 @@ class Recording:
             shown = ", ".join(map(str, numbers[:limit])) + (", ..." if count > limit else "")
             lines.append(f"{count} line(s) skipped, {reason}: line {shown}")
         return "\n".join(lines)
+
+
+def control_names(control_dim: int, names: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The names of ``control_dim`` controls: ``names`` when given, the sticks for
+    four, else ``c0``, ``c1``, ..."""
+    if names:
+        if len(names) != control_dim:
+            raise ValueError(f"{len(names)} control names for {control_dim} controls")
+        return tuple(names)
+    return STICK_NAMES if control_dim == len(STICK_NAMES) else tuple(
+        f"c{i}" for i in range(control_dim))
+
+
+def _meta_names(control_dim: int, meta: dict[str, Any]) -> tuple[str, ...]:
+    """The names ``meta.json`` gives ``control_dim`` controls, when it gives as many."""
+    names = meta.get("control_names")
+    return control_names(control_dim, names if names and len(names) == control_dim else None)
+
+
+def has_pad_layout(names: Sequence[str]) -> bool:
+    """Whether controls named ``names`` are the sticks and then triggers and
+    buttons, written as a line's ``controls``, ``triggers`` and ``buttons``."""
+    return tuple(names[:4]) == STICK_NAMES and len(names) > 4 and not any(
+        n.startswith("c") and n[1:].isdigit() for n in names[4:])
+
+
+def parse_line_controls(obj: dict[str, Any], names: Sequence[str]) -> np.ndarray:
+    """A line's controls in the order of ``names``: its ``controls`` (a list of
+    them all, or the sticks), then for a pad layout its ``triggers`` ``[left,
+    right]`` and ``buttons`` ``{name: 0 or 1}`` (absent ones at rest);
+    ``ValueError`` whose message starts with the skip reason."""
+    if "controls" not in obj:
+        raise ValueError("missing field: controls")
+    value = obj["controls"]
+    if not has_pad_layout(names) or (isinstance(value, list) and len(value) == len(names)):
+        return parse_controls(value, len(names))
+    sticks = parse_controls(value, len(STICK_NAMES))
+    triggers = obj.get("triggers", [0.0, 0.0])
+    buttons = obj.get("buttons", {})
+    if not (isinstance(triggers, list) and len(triggers) == 2):
+        raise ValueError(f"malformed triggers: expected [left, right], got {triggers!r}")
+    if not isinstance(buttons, dict):
+        raise ValueError(f"malformed buttons: expected {{name: 0 or 1}}, got {buttons!r}")
+    extra = [triggers[TRIGGER_NAMES.index(n)] if n in TRIGGER_NAMES else buttons.get(n, 0)
+             for n in names[len(STICK_NAMES):]]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+               for v in extra):
+        raise ValueError(f"malformed triggers or buttons: values must be numbers in [0, 1], "
+                         f"got {extra}")
+    return np.concatenate([sticks, np.asarray(extra, np.float32)])
 
 
 def parse_controls(value: Any, control_dim: int) -> np.ndarray:
@@ -148,13 +204,23 @@ def _stick(value: Any) -> list[Any]:
     return list(value)
 
 
-def controls_to_json(
-        controls: Sequence[float] | np.ndarray) -> list[float] | dict[str, list[float]]:
-    """The line form of a control vector: the stick dict for 4, else a list."""
+def controls_to_line(controls: Sequence[float] | np.ndarray,
+                     names: Sequence[str]) -> dict[str, Any]:
+    """The line fields of a control vector named ``names``: the stick dict for
+    the sticks (with a pad layout's ``triggers`` and ``buttons`` beside it),
+    else a list."""
     values = [round(float(v), 6) for v in controls]
-    if len(values) == 4:
-        return {"leftStick": values[:2], "rightStick": values[2:]}
-    return values
+    if tuple(names) == STICK_NAMES or has_pad_layout(names):
+        line: dict[str, Any] = {"controls": {"leftStick": values[:2],
+                                             "rightStick": values[2:4]}}
+        rest = dict(zip(names[4:], values[4:], strict=True))
+        if any(n in TRIGGER_NAMES for n in rest):
+            line["triggers"] = [rest.get(n, 0.0) for n in TRIGGER_NAMES]
+        pressed = {n: round(v) for n, v in rest.items() if n not in TRIGGER_NAMES}
+        if pressed:
+            line["buttons"] = pressed
+        return line
+    return {"controls": values}
 
 
 def _line_time(obj: dict[str, Any]) -> float | None:
@@ -216,7 +282,8 @@ def read_recording(directory: str | Path, control_dim: int | None = None,
     if control_dim is None:
         control_dim = len(meta.get("control_names", STICK_NAMES))
     skipped: list[Skipped] = []
-    placed = _place_lines(path, directory, control_dim, check_images, skipped)
+    placed = _place_lines(path, directory, _meta_names(control_dim, meta), check_images,
+                          skipped)
     entries = _entries(placed, skipped)
     skipped.sort(key=lambda s: s.line)
     recording = Recording(directory, entries, skipped, control_dim, meta)
@@ -231,7 +298,7 @@ def read_recording(directory: str | Path, control_dim: int | None = None,
 _Placed = tuple[int, float | None, int, tuple[Path, np.ndarray] | None]
 
 
-def _place_lines(path: Path, directory: Path, control_dim: int, check_images: str,
+def _place_lines(path: Path, directory: Path, names: tuple[str, ...], check_images: str,
                  skipped: list[Skipped]) -> list[_Placed]:
     """Every line of the log placed in its episode and time; the lines that
     cannot be read are added to ``skipped`` with their line numbers."""
@@ -257,21 +324,19 @@ def _place_lines(path: Path, directory: Path, control_dim: int, check_images: st
                 continue
             try:
                 placed.append((episode, t, line_no,
-                               _line_fields(obj, directory, control_dim, check_images)))
+                               _line_fields(obj, directory, names, check_images)))
             except ValueError as err:
                 skipped.append(Skipped(line_no, str(err)))
                 placed.append((episode, t, line_no, None))
     return placed
 
 
-def _line_fields(obj: dict[str, Any], directory: Path, control_dim: int,
+def _line_fields(obj: dict[str, Any], directory: Path, names: tuple[str, ...],
                  check_images: str) -> tuple[Path, np.ndarray]:
     name = obj.get("frame_filename")
     if not isinstance(name, str) or not name:
         raise ValueError("missing field: frame_filename")
-    if "controls" not in obj:
-        raise ValueError("missing field: controls")
-    controls = parse_controls(obj["controls"], control_dim)
+    controls = parse_line_controls(obj, names)
     return _check_image(directory / name, check_images), controls
 
 

@@ -21,7 +21,7 @@ from recording.format import (
     META_NAME,
     STICK_NAMES,
     RecordingError,
-    controls_to_json,
+    controls_to_line,
     read_meta,
 )
 
@@ -107,7 +107,7 @@ class RecordingWriter:
         os.replace(tmp, final)
         # time.time() can step backwards (NTP); the log's order must not.
         self._last_time = max(time.time(), self._last_time + 1e-6)
-        line = {"frame_filename": name, "controls": controls_to_json(controls),
+        line = {"frame_filename": name, **controls_to_line(controls, self.control_names),
                 "timestamp": round(self._last_time, 6), "episode": self.episode,
                 "step": self.step}
         self._log.write(json.dumps(line) + "\n")

@@ -137,13 +137,15 @@ def parse_hello(text: str) -> Hello:
 
 
 def parse_text(text: str) -> dict[str, Any]:
-    """A text message after the hello: reset, config or ping, validated."""
+    """A text message after the hello: reset, config, pause, resume or ping, validated."""
     obj = _json_object(text, "BAD_INPUT")
     kind = obj.get("type")
     if kind == "reset":
         return {"type": "reset", "seed": _int_in(obj, "seed", -(2**63), 2**63 - 1, "BAD_INPUT")}
     if kind == "config":
         return {"type": "config", **_settings(obj, "BAD_INPUT")}
+    if kind in ("pause", "resume"):
+        return {"type": kind}
     if kind == "ping":
         t = obj.get("t")
         if t is not None and (not isinstance(t, int | float | str) or isinstance(t, bool)
@@ -167,6 +169,11 @@ def hello_message(mode: str, encoding: str, quality: int, fps: float | None = No
 def reset_message(seed: int | None = None) -> str:
     """A client's RESET: a new dream (from the start frame ``seed`` picks)."""
     return json.dumps({"type": "reset", "seed": seed})
+
+
+def pause_message(paused: bool) -> str:
+    """A client's PAUSE (the server stops stepping its dream) or RESUME."""
+    return json.dumps({"type": "pause" if paused else "resume"})
 
 
 def ping_message(t: float | str) -> str:

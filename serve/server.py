@@ -251,6 +251,8 @@ class DreamServer:
                 self.metrics.frames_sent_total += 1
 
     async def _step(self, session: Session, wake: asyncio.Event) -> None:
+        if session.paused:
+            return
         start = time.perf_counter()
         frame = await self.batcher.step(session.dream.inputs(session.controls.copy()))
         session.apply(frame)
@@ -320,6 +322,10 @@ class DreamServer:
         elif request["type"] == "reset":
             session.reset(request["seed"])
             self._post(session, session.context[-1], 0.0, wake)
+        elif request["type"] in ("pause", "resume"):
+            session.paused = request["type"] == "pause"
+            await ws.send(json.dumps({"type": "paused" if session.paused else "resumed",
+                                      "frame_index": session.frame_index}))
         else:
             session.encoding = request.get("encoding", session.encoding)
             session.quality = request.get("quality", session.quality)

@@ -45,6 +45,7 @@ class Session:
     controls: np.ndarray = field(init=False)  # (control_dim,) float32
     input_seq: int = 0
     frame_index: int = 0
+    paused: bool = False  # a paused dream is not stepped; its frame index stands still
     dropped: int = 0
     rejected: int = 0
     pending_reset: bool = True

@@ -44,6 +44,22 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def pad_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real (baby) bundle whose controls are the sticks, the right trigger and A
+    (``tests.train.helpers.PAD_NAMES``), trained two steps."""
+    pytest.importorskip("onnxruntime", reason="needs the export extra")
+    from export.exporter import export_bundle
+    from tests.train.helpers import baby_config, moving_square_recording
+    from train.loop import fit
+
+    root = tmp_path_factory.mktemp("pad-bundle")
+    rec = moving_square_recording(root / "rec", buttons=True)
+    fit(baby_config(rec, steps=2, **{"model.control_dim": 6}), root / "run")
+    export_bundle(root / "run" / "latest.pt", root / "bundle")
+    return root / "bundle"
+
+
+@pytest.fixture(scope="session")
 def latent_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (baby) bundle of a model with a latent (trained with the CRPS, two
     steps): K = 2 context frames, the latent its last input."""

@@ -82,7 +82,7 @@ def _fit(argv: list[str]) -> int:
     from tqdm import tqdm
 
     from train.checkpoint import LATEST
-    from train.config import load_config, parse_overrides
+    from train.config import load_config, parse_overrides, recordings_control_dim
     from train.loop import fit
 
     args = fit_parser().parse_args(argv)
@@ -100,6 +100,10 @@ def _fit(argv: list[str]) -> int:
     for d in [*config.data.recordings, *config.data.val_recordings]:
         if not Path(d).is_dir():
             raise ValueError(f"recording directory {d} does not exist")
+    # The model takes the controls the recordings hold (sticks, triggers, buttons).
+    dim = recordings_control_dim([*config.data.recordings, *config.data.val_recordings])
+    if dim and "model.control_dim" not in overrides and dim != config.model.control_dim:
+        config = load_config(args.config, {**overrides, "model.control_dim": dim})
     if args.resume == "never" and (args.run / LATEST).exists():
         raise ValueError(f"{args.run} already holds a run; pick another --run-dir or --resume auto")
 

@@ -13,6 +13,7 @@ from export.dream import LATENT_MODES
 from models.config import WorldModelConfig, coerce
 from models.discriminator import DiscriminatorConfig
 from models.presets import read_preset
+from recording.format import read_meta
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -333,6 +334,18 @@ def load_config(name_or_path: str | Path | None = None,
     data["model"] = WorldModelConfig.from_dict(data.get("model", {})).to_dict()
     config = TrainConfig.from_dict(data)
     return config.replace(overrides) if overrides else config
+
+
+def recordings_control_dim(recordings: list[str]) -> int | None:
+    """How many controls the recordings' lines hold (their ``meta.json``'s
+    control names), or None when no recording says; ``ValueError`` when two
+    recordings disagree."""
+    dims = {d: len(read_meta(Path(d)).get("control_names") or ()) for d in recordings}
+    known = {n for n in dims.values() if n}
+    if len(known) > 1:
+        raise ValueError("the recordings hold different controls: " + ", ".join(
+            f"{d} {n}" for d, n in dims.items()))
+    return known.pop() if known else None
 
 
 def parse_overrides(items: list[str], flag: str = "--set") -> dict[str, str]:

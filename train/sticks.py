@@ -26,9 +26,10 @@ from train.rollout import dream, held_latent
 def stick_response(model: WorldModel, data: TransitionSet, device: torch.device,
                    noise_level: float = 0.0, samples: int = 128,
                    pushed: float = 0.5) -> dict[str, dict[str, float]]:
-    """Does the model listen to each stick axis? On one-step samples where the
-    axis is pushed at least ``pushed``, the prediction with the true sticks
-    against the one with that axis flipped:
+    """Does the model listen to each control? On one-step samples where a stick
+    axis is pushed (a trigger pulled, a button pressed) at least ``pushed``, the
+    prediction with the true controls against the one with that axis flipped
+    (a trigger or button let go):
 
     - ``flip_l1_ratio``: L1 to the real frame with the axis flipped over L1 with
       the true sticks; 1.00 means the model ignores the axis;
@@ -39,8 +40,8 @@ def stick_response(model: WorldModel, data: TransitionSet, device: torch.device,
         return {}
     was_training = model.training
     model.eval()
-    K, C = model.config.context_frames, model.config.control_dim
-    names = STICK_NAMES if len(STICK_NAMES) == C else tuple(f"axis_{i}" for i in range(C))
+    K = model.config.context_frames
+    names = data.parts[0][0].recording.control_names
     # The controls before each sample's target, in the set's own index order.
     applied = np.concatenate([f.controls[r[:, K]] for f, r in data.parts])
     out: dict[str, dict[str, float]] = {}
@@ -51,8 +52,8 @@ def stick_response(model: WorldModel, data: TransitionSet, device: torch.device,
         idx = chosen[evenly_spaced(len(chosen), samples)]
         context, controls, targets = to_model_inputs(data.batch(idx), device, K)
         true, target = controls[:, 0], targets[:, 0]
-        flipped = true.clone()
-        flipped[:, axis] = -flipped[:, axis]
+        flipped = true.clone()  # a stick pushed the other way; a trigger or button let go
+        flipped[:, axis] = -true[:, axis] if name in STICK_NAMES else 1.0 - true[:, axis]
         level = model.noise_input(len(idx), noise_level, device)
         pred = model(context, true, level).float().clamp(0.0, 1.0)
         other = model(context, flipped, level).float().clamp(0.0, 1.0)
@@ -99,7 +100,7 @@ def view_motion(model: WorldModel, recordings: Sequence[Frames], device: torch.d
     was_training = model.training
     model.eval()
     K, C = model.config.context_frames, model.config.control_dim
-    names = STICK_NAMES if len(STICK_NAMES) == C else tuple(f"axis_{i}" for i in range(C))
+    names = recordings[0].recording.control_names
     # Consecutive readable frames of one segment, and the sticks applied between;
     # only the pairs each axis looks at are read.
     pairs = [(f, r) for f in recordings for r in transition_rows(f, 1)]
@@ -117,7 +118,7 @@ def view_motion(model: WorldModel, recordings: Sequence[Frames], device: torch.d
     out: dict[str, dict[str, list[float]]] = {}
     for axis, name in enumerate(names):
         idx = np.flatnonzero(np.abs(applied[:, axis]) >= pushed)
-        if not len(idx):
+        if name not in STICK_NAMES or not len(idx):  # a button does not move the view
             continue
         idx = idx[evenly_spaced(len(idx), 256)]
         game = best_shift(frames_of(idx, 0), frames_of(idx, 1))

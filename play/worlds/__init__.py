@@ -3,8 +3,9 @@ with the dream.
 
 A world is any object with ``reset(seed) -> frame``, ``step(controls) -> (frame,
 done)``, ``fps``, ``control_names`` and ``close()``. Frames are ``(H, W, 3)``
-uint8 RGB at the world's native size; controls are the four gamepad stick axes
-in [-1, 1], gamepad convention (stick up is y = -1).
+uint8 RGB at the world's native size; controls are named by the world's
+``control_names``: the four gamepad stick axes in [-1, 1] (gamepad convention:
+stick up is y = -1), then any triggers in [0, 1] and buttons (0 or 1) it uses.
 
 World ids: ``doom:<scenario>`` (ViZDoom; ``basic``, ``health_gathering``,
 ``deathmatch`` or any scenario the wheel ships), ``carracing`` (gymnasium

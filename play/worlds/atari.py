@@ -25,13 +25,14 @@ class AtariWorld:
         seed: First episode's seed; episode n uses ``seed + n``.
     """
 
-    control_names = STICK_NAMES
+    control_names = (*STICK_NAMES, "a")
 
     def __init__(self, game: str = "Breakout", frame_skip: int = 4, seed: int = 0) -> None:
         self.control_help = {"left_x": "joystick left/right (snapped at 0.5)",
                              "left_y": "joystick up/down (snapped at 0.5)",
                              "right_x": "fire when the right stick is pushed past 0.5",
-                             "right_y": "fire when the right stick is pushed past 0.5"}
+                             "right_y": "fire when the right stick is pushed past 0.5",
+                             "a": "fire"}
         gym = require("gymnasium", "envs", "gymnasium")
         ale_py = require("ale_py", "envs", "ale-py")
         gym.register_envs(ale_py)
@@ -52,10 +53,10 @@ class AtariWorld:
         return np.ascontiguousarray(obs)
 
     def step(self, controls: np.ndarray) -> tuple[np.ndarray, bool]:
-        lx, ly, rx, ry = clip_controls(controls)
+        lx, ly, rx, ry, a = clip_controls(controls, len(self.control_names))
         radius = min(1.0, math.hypot(lx, ly))
         theta = math.atan2(-ly, lx)  # ALE's y points up; a gamepad's points down
-        fire = 1.0 if math.hypot(rx, ry) > 0.5 else 0.0
+        fire = 1.0 if math.hypot(rx, ry) > 0.5 or a > 0.5 else 0.0
         obs, _, terminated, truncated, _ = self._env.step(
             np.array([radius, theta, fire], dtype=np.float32))
         return np.ascontiguousarray(obs), bool(terminated or truncated)

@@ -19,6 +19,9 @@ class DoomWorld:
     Left stick: x strafes, y moves (up = forward). Right stick: x turns, y sets
     a *target* pitch (up = look up, at most ``max_pitch`` degrees): the raw look
     delta integrates, and random sticks would pin the view to floor or sky.
+    A scenario that can shoot takes the right trigger as its attack, and one that
+    can use things (doors, switches) the A button as its use: they join its
+    ``control_names`` only there, so a scenario without them keeps four controls.
 
     Args:
         scenario: A scenario name (``basic``, ``health_gathering``,
@@ -30,8 +33,6 @@ class DoomWorld:
         max_pitch: Degrees of look up/down at full stick.
         seed: First episode's seed; episode n uses ``seed + n``.
     """
-
-    control_names = STICK_NAMES
 
     def __init__(self, scenario: str = "health_gathering", frame_skip: int = 4,
                  resolution: str = "160x120", move_speed: float = 50.0,
@@ -54,8 +55,16 @@ class DoomWorld:
         B, GV = vzd.Button, vzd.GameVariable
         game = vzd.DoomGame()
         game.load_config(config)
+        scenario_buttons = set(game.get_available_buttons())
+        extras = [(name, button) for name, button in (("right_trigger", B.ATTACK), ("a", B.USE))
+                  if button in scenario_buttons]
+        self.control_names: tuple[str, ...] = (*STICK_NAMES, *(name for name, _ in extras))
+        self.control_help.update({name: what for name, what in (("right_trigger", "attack"),
+                                                                 ("a", "use"))
+                                  if name in self.control_names})
         game.set_available_buttons([B.MOVE_LEFT_RIGHT_DELTA, B.MOVE_FORWARD_BACKWARD_DELTA,
-                                    B.TURN_LEFT_RIGHT_DELTA, B.LOOK_UP_DOWN_DELTA])
+                                    B.TURN_LEFT_RIGHT_DELTA, B.LOOK_UP_DOWN_DELTA,
+                                    *(button for _, button in extras)])
         game.set_available_game_variables([GV.PITCH])
         game.set_screen_resolution(getattr(vzd.ScreenResolution, f"RES_{resolution.upper()}"))
         game.set_screen_format(vzd.ScreenFormat.RGB24)
@@ -88,12 +97,14 @@ class DoomWorld:
         return np.ascontiguousarray(state.screen_buffer) if state is not None else self._frame
 
     def step(self, controls: np.ndarray) -> tuple[np.ndarray, bool]:
-        lx, ly, rx, ry = clip_controls(controls)
+        c = clip_controls(controls, len(self.control_names))
+        lx, ly, rx, ry = c[:4]
         pitch = float(self._game.get_game_variable(self._pitch_var))
         target = ry * self.max_pitch  # ZDoom: negative pitch looks up, like stick up
         # A positive look delta raises the view (lowers pitch) by that much per tic.
         look = (pitch - target) / self.frame_skip
-        action = [lx * self.move_speed, -ly * self.move_speed, rx * self.turn_speed, look]
+        action = [lx * self.move_speed, -ly * self.move_speed, rx * self.turn_speed, look,
+                  *(1.0 if v > 0.5 else 0.0 for v in c[4:])]  # attack, use: held past half
         self._game.make_action(action, self.frame_skip)
         done = bool(self._game.is_episode_finished())
         if not done:

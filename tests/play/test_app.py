@@ -137,9 +137,10 @@ def test_a_latent_dream_source_holds_one_latent_until_a_reset(latent_bundle: Pat
 def test_hot_plug_and_captures(bundle: Path, tmp_path: Path) -> None:
     source = DreamSource(load_backend(bundle, "onnxruntime", "cpu"))
     script = {
-        1: [pygame.event.Event(pygame.JOYDEVICEADDED, device_index=0, guid="x")],
-        2: [axis(0.5)], 3: [key(pygame.K_F12), key(pygame.K_g)],
-        8: [pygame.event.Event(pygame.JOYDEVICEREMOVED, instance_id=0)],
+        1: [pygame.event.Event(pygame.CONTROLLERDEVICEADDED, device_index=0, guid="x")],
+        2: [pygame.event.Event(pygame.CONTROLLERAXISMOTION, instance_id=0, axis=0,
+                               value=16384)], 3: [key(pygame.K_F12), key(pygame.K_g)],
+        8: [pygame.event.Event(pygame.CONTROLLERDEVICEREMOVED, instance_id=0)],
         12: [key(pygame.K_g)],
     }
     player, result = run(source, 20, tmp_path, script)
@@ -151,7 +152,7 @@ def test_hot_plug_and_captures(bundle: Path, tmp_path: Path) -> None:
         assert img.size == (32, 32)
     with Image.open(gifs[0]) as gif:
         assert gif.n_frames >= 5
-    assert player.sticks.pads == {}  # the removed pad is gone
+    assert player.pads.pads == {}  # the removed pad is gone
     assert result["frames"] == 20
 
 
@@ -194,6 +195,20 @@ def test_remote_plays_and_survives_a_server_restart(bundle: Path, tmp_path: Path
         assert result["frames"] == 50
         assert source.reconnects >= 1
         assert source.status == "connected"
+        source.set_paused(True)  # the player's P: the server stops stepping the dream
+        (session,) = server.sessions.values()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not session.paused:
+            time.sleep(0.02)
+        stopped = session.frame_index
+        time.sleep(0.3)
+        assert session.paused
+        assert session.frame_index == stopped
+        source.set_paused(False)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and session.frame_index <= stopped + 5:
+            time.sleep(0.02)
+        assert session.frame_index > stopped + 5
     finally:
         source.close()
         asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)

@@ -77,7 +77,9 @@ def test_recording_again_appends_a_new_episode(tmp_path: Path) -> None:
     for seed in (1, 2):
         world = make_world("doom:basic")
         try:
-            record(world, WanderPolicy(seed=seed), out, 20, size=(32, 32), seed=seed)
+            # No shots: a shot monster would end an episode of doom:basic early.
+            policy = WanderPolicy(len(world.control_names), seed=seed, press=0.0)
+            record(world, policy, out, 20, size=(32, 32), seed=seed)
         finally:
             world.close()
     rec = read_recording(out, check_images="decode")
@@ -89,9 +91,10 @@ def test_recording_again_appends_a_new_episode(tmp_path: Path) -> None:
 def test_replay_policy_reapplies_a_recordings_controls(tmp_path: Path) -> None:
     world = make_world("doom:basic")
     try:
-        record(world, WanderPolicy(seed=3), tmp_path / "a", 15, size=(32, 32))
+        n = len(world.control_names)
+        record(world, WanderPolicy(n, seed=3), tmp_path / "a", 15, size=(32, 32))
         source = read_recording(tmp_path / "a")
-        stats = record(world, ReplayPolicy(tmp_path / "a"), tmp_path / "b", 100, size=(32, 32))
+        stats = record(world, ReplayPolicy(tmp_path / "a", n), tmp_path / "b", 100, size=(32, 32))
     finally:
         world.close()
     assert stats.steps == 16  # the source's 16 lines: its zero first controls, then 15 steps
@@ -102,7 +105,7 @@ def test_replay_policy_reapplies_a_recordings_controls(tmp_path: Path) -> None:
 def test_inspect_reports_skipped_lines_with_numbers(tmp_path: Path) -> None:
     world = make_world("doom:basic")
     try:
-        record(world, WanderPolicy(seed=0), tmp_path, 10, size=(32, 32))
+        record(world, WanderPolicy(len(world.control_names), seed=0), tmp_path, 10, size=(32, 32))
     finally:
         world.close()
     with (tmp_path / LOG_NAME).open("a") as f:

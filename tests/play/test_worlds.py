@@ -19,6 +19,9 @@ CASES = [
     ("doom:deathmatch", [0, -1, 0, 0], [0, 1, 0, 0]),         # forward / back
     ("carracing", [-1, -1, 0, 0], [1, -1, 0, 0]),             # gas, steer left / right
     ("atari:Breakout", [-1, 0, 0, 0], [1, 0, 0, 0]),          # paddle left / right
+    # Triggers and buttons: the controls past the sticks.
+    ("doom:defend_the_center", [0, 0, 0, 0, 0], [0, 0, 0, 0, 1]),  # hold fire or not
+    ("carracing", [0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 1, 0]),          # right trigger gas / brake
 ]
 
 
@@ -26,8 +29,10 @@ def rollout(world_id: str, controls: list[float], steps: int, seed: int = 7) -> 
     world = make_world(world_id)
     try:
         frames = [world.reset(seed=seed)]
+        given = np.zeros(len(world.control_names))  # controls not named: at rest
+        given[:len(controls)] = controls
         for _ in range(steps):
-            frame, done = world.step(np.array(controls))
+            frame, done = world.step(given)
             assert not done
             frames.append(frame.copy())
         return frames
@@ -79,7 +84,7 @@ def test_doom_episode_ends_and_reports_done() -> None:
         world.reset(seed=1)
         done, steps = False, 0
         while not done and steps < 100:
-            _, done = world.step(np.zeros(4))
+            _, done = world.step(np.zeros(len(world.control_names)))
             steps += 1
         assert done
         assert steps <= 300 // 8 + 1
@@ -102,7 +107,8 @@ def test_each_world_records_a_short_episode(world_id: str, tmp_path: Path) -> No
 
     world = make_world(world_id)
     try:
-        stats = record(world, WanderPolicy(seed=0), tmp_path, 12, size=(32, 48), seed=0)
+        policy = WanderPolicy(len(world.control_names), seed=0)
+        stats = record(world, policy, tmp_path, 12, size=(32, 48), seed=0)
     finally:
         world.close()
     rec = read_recording(tmp_path, check_images="decode")

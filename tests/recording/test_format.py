@@ -190,3 +190,27 @@ def test_writer_checks_its_input(tmp_path: Path) -> None:
             w.write(np.zeros((8, 8, 3), np.float32), [0, 0, 0, 0])
         with pytest.raises(ValueError, match="expected 4 controls"):
             w.write(frame(0), [0, 0])
+
+
+def test_triggers_and_buttons_are_written_beside_the_sticks_and_read_back(
+        tmp_path: Path) -> None:
+    names = ("left_x", "left_y", "right_x", "right_y", "right_trigger", "a")
+    with RecordingWriter(tmp_path, 8, 8, control_names=names) as w:
+        w.new_episode()
+        w.write(frame(0), np.zeros(6))
+        w.write(frame(1), [0.5, -1, 0, 0.25, 0.75, 1])
+    line = json.loads((tmp_path / LOG_NAME).read_text().splitlines()[1])
+    assert line["controls"] == {"leftStick": [0.5, -1], "rightStick": [0, 0.25]}
+    assert line["triggers"] == [0.0, 0.75]
+    assert line["buttons"] == {"a": 1}
+    rec = read_recording(tmp_path)
+    assert rec.control_names == names
+    np.testing.assert_allclose(rec.controls(), [[0, 0, 0, 0, 0, 0], [0.5, -1, 0, 0.25, 0.75, 1]])
+    # A line without triggers or buttons has them at rest; a bad one is named.
+    write_log(tmp_path / "hand", [
+        {"frame_filename": "f0.png", "controls": {"leftStick": [0, 0], "rightStick": [0, 0]}},
+        {"frame_filename": "f1.png", "controls": [0, 0, 0, 0], "buttons": {"a": 2}}], images=2)
+    (tmp_path / "hand" / "meta.json").write_text(json.dumps({"control_names": list(names)}))
+    hand = read_recording(tmp_path / "hand")
+    np.testing.assert_array_equal(hand.controls(), [[0] * 6])
+    assert hand.skipped[0].reason.startswith("malformed triggers or buttons")

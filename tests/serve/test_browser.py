@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ class Running:
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
         self.server = DreamServer(load_backend(bundle, "onnxruntime", "cpu"),
-                                  ServerConfig(port=0, fps=30.0, **config))
+                                  ServerConfig(**{"port": 0, "fps": 30.0, **config}))
         asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(30)
         self.url = f"http://127.0.0.1:{self.server.port}/"
 
@@ -118,3 +119,80 @@ def test_page_shows_unauthorized_without_the_token(bundle: Path, browser: Any) -
         assert page.evaluate("window.tinydreams.error") is None
     finally:
         running.close()
+
+
+def test_the_page_sends_triggers_and_buttons_in_the_models_order(
+        pad_bundle: Path, browser: Any) -> None:
+    running = Running(pad_bundle)
+    try:
+        page = browser.new_page()
+        page.add_init_script(FAKE_PAD)
+        page.goto(running.url)
+        page.wait_for_function("window.tinydreams.frames > 5", timeout=20000)
+        # The right trigger half pulled, A pressed: the model's controls 4 and 5.
+        page.evaluate("""() => {
+            const buttons = Array.from({length: 17}, () => ({pressed: false, value: 0}));
+            buttons[7] = {pressed: true, value: 0.5}; buttons[0] = {pressed: true, value: 1};
+            const axes = window.__axes;
+            navigator.getGamepads = () => [{id: "scripted pad", index: 0, connected: true,
+                mapping: "standard", timestamp: performance.now(), axes, buttons}];
+        }""")
+        session = next(iter(running.server.sessions.values()))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not session.controls[4]:
+            time.sleep(0.05)
+        np.testing.assert_allclose(session.controls, [0, 0, 0, 0, 0.5, 1.0])
+        assert "right_trigger 0.5" in page.inner_text("#hud")
+    finally:
+        running.close()
+
+
+def test_pause_stops_the_dream_on_the_server_and_resume_goes_on(
+        bundle: Path, browser: Any) -> None:
+    running = Running(bundle)
+    try:
+        page = browser.new_page()
+        page.goto(running.url)
+        page.wait_for_function("window.tinydreams.frames > 5", timeout=20000)
+        session = next(iter(running.server.sessions.values()))
+        page.click("#pause")
+        page.wait_for_function("window.tinydreams.paused === true", timeout=20000)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not session.paused:
+            time.sleep(0.02)
+        assert session.paused
+        stopped = session.frame_index
+        time.sleep(0.5)  # 15 steps at 30 frames/s, were it stepping
+        assert session.frame_index == stopped
+        assert "PAUSED" in page.inner_text("#hud")
+        assert page.inner_text("#pause") == "resume"
+        page.click("#pause")
+        page.wait_for_function("window.tinydreams.paused === false", timeout=20000)
+        time.sleep(0.5)
+        assert session.frame_index > stopped + 5
+        assert "PAUSED" not in page.inner_text("#hud")
+    finally:
+        running.close()
+
+
+def test_the_page_reconnects_with_backoff_when_the_server_comes_back(
+        bundle: Path, browser: Any) -> None:
+    first = Running(bundle)
+    port = first.server.port
+    page = browser.new_page()
+    page.goto(first.url)
+    page.wait_for_function("window.tinydreams.frames > 5", timeout=20000)
+    first.close()
+    page.wait_for_function("window.tinydreams.status.startsWith('disconnected')",
+                           timeout=20000)
+    time.sleep(1.0)  # a few refused tries: the wait between them doubles
+    assert page.evaluate("window.tinydreams.backoff") >= 1000
+    second = Running(bundle, port=port)
+    try:
+        seen = page.evaluate("window.tinydreams.frames")
+        page.wait_for_function(f"window.tinydreams.frames > {seen + 5}", timeout=30000)
+        assert page.evaluate("window.tinydreams.status") == "connected"
+        assert page.evaluate("window.tinydreams.backoff") == 500  # reset once connected
+        assert len(second.server.sessions) == 1
+    finally:
+        second.close()

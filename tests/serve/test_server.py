@@ -152,6 +152,47 @@ async def test_a_codebook_dream_draws_its_codes_as_a_mirror_of_its_session_does(
     await server.close()
 
 
+async def test_a_model_with_triggers_and_buttons_takes_them_in_every_input(
+        pad_bundle: Path) -> None:
+    server = await started(pad_bundle)
+    client = await DreamClient.connect(url(server), mode="lockstep", encoding="raw")
+    assert client.control_dim == 6
+    assert client.welcome["model"]["control_names"][4:] == ["right_trigger", "a"]
+    await client.frame()
+    frame = await client.step([0.5, 0, 0, 0, 1.0, 1.0])
+    (session,) = server.sessions.values()
+    np.testing.assert_allclose(session.controls, [0.5, 0, 0, 0, 1.0, 1.0])
+    assert frame.frame_index == 1
+    await client.send_controls([0.0, 0.0, 0.0, 0.0])  # the sticks alone: a wrong length
+    reply = await asyncio.wait_for(client.texts.get(), 10)
+    assert reply["code"] == "BAD_INPUT"
+    await client.close()
+    await server.close()
+
+
+async def test_a_paused_dream_is_not_stepped_until_it_resumes(server: DreamServer) -> None:
+    from serve.protocol import pause_message
+
+    client = await DreamClient.connect(url(server), mode="lockstep", encoding="raw")
+    await client.frame()
+    await client.step([0.0] * 4)
+    await client.ws.send(pause_message(True))
+    assert await asyncio.wait_for(client.texts.get(), 10) == {"type": "paused",
+                                                               "frame_index": 1}
+    await client.send_controls([1.0, 0, 0, 0])  # kept, not stepped
+    with pytest.raises(TimeoutError):
+        await client.frame(timeout=0.3)
+    (session,) = server.sessions.values()
+    assert session.frame_index == 1
+    np.testing.assert_allclose(session.controls, [1.0, 0, 0, 0])
+    await client.ws.send(pause_message(False))
+    assert await asyncio.wait_for(client.texts.get(), 10) == {"type": "resumed",
+                                                               "frame_index": 1}
+    frame = await client.step([1.0, 0, 0, 0])
+    assert frame.frame_index == 2
+    await client.close()
+
+
 async def test_realtime_steps_at_the_fps_with_the_latest_controls(server: DreamServer) -> None:
     client = await DreamClient.connect(url(server), mode="realtime", fps=40)
     await client.frame()

@@ -17,20 +17,30 @@ BABY_MODEL = {
 }
 
 
+PAD_NAMES = ("left_x", "left_y", "right_x", "right_y", "right_trigger", "a")
+
+
 def moving_square_recording(directory: Path, episodes: int = 3, steps: int = 12,
-                            size: int = 16, seed: int = 0) -> Path:
-    """A world whose left stick x moves a bright square: a learnable dynamic."""
+                            size: int = 16, seed: int = 0, buttons: bool = False) -> Path:
+    """A world whose left stick x moves a bright square: a learnable dynamic.
+    With ``buttons`` it also takes the right trigger (the square turns red while
+    it is pulled) and A, as ``PAD_NAMES``."""
     rng = np.random.default_rng(seed)
-    with RecordingWriter(directory, size, size, meta={"world": "square", "fps": 10}) as w:
+    names = PAD_NAMES if buttons else PAD_NAMES[:4]
+    with RecordingWriter(directory, size, size, names,
+                         meta={"world": "square", "fps": 10}) as w:
         for _ in range(episodes):
             w.new_episode()
-            x, controls = size // 2, np.zeros(4)
+            x, controls = size // 2, np.zeros(len(names))
             for _ in range(steps):
                 x = int(np.clip(x + round(3 * controls[0]), 0, size - 4))
                 frame = np.full((size, size, 3), 30, np.uint8)
-                frame[6:10, x:x + 4] = (250, 200, 40)
+                frame[6:10, x:x + 4] = (250, 0, 0) if buttons and controls[4] else (250, 200, 40)
                 w.write(frame, controls)
-                controls = np.array([rng.choice([-1.0, 0.0, 1.0]), 0, 0, 0])
+                controls = np.zeros(len(names))
+                controls[0] = rng.choice([-1.0, 0.0, 1.0])
+                if buttons:
+                    controls[4:] = rng.random(2) < 0.3
     return directory
 
 

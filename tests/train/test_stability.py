@@ -267,7 +267,8 @@ def doom(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("doom") / "rec"
     world = make_world("doom:health_gathering")
     try:
-        record(world, WanderPolicy(seed=3), out, 600, size=(64, 64), seed=3)
+        policy = WanderPolicy(len(world.control_names), seed=3)
+        record(world, policy, out, 600, size=(64, 64), seed=3)
     finally:
         world.close()
     return out
