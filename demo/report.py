@@ -22,6 +22,7 @@ td:first-child, th:first-child { text-align: left; }
 .good { color: #176c2c; font-weight: 600; } .bad { color: #a11; font-weight: 600; }
 figure { display: inline-block; margin: 0.5em 1.5em 0.5em 0; vertical-align: top; }
 figcaption { font-size: 13px; color: #555; max-width: 28em; }
+video { image-rendering: pixelated; max-width: 100%; background: #000; }
 img { image-rendering: pixelated; border: 1px solid #ccc; background: #000; max-width: 100%; }
 code, pre { background: #eee; padding: 0.1em 0.3em; border-radius: 3px; }
 pre { padding: 0.6em; overflow-x: auto; }
@@ -30,9 +31,17 @@ pre { padding: 0.6em; overflow-x: auto; }
 
 
 def _img(path: Path, alt: str) -> str:
-    kind = "gif" if path.suffix == ".gif" else "png"
     data = base64.b64encode(path.read_bytes()).decode()
+    if path.suffix == ".mp4":
+        return (f'<video controls loop muted autoplay playsinline title="{html.escape(alt)}" '
+                f'src="data:video/mp4;base64,{data}"></video>')
+    kind = "gif" if path.suffix == ".gif" else "png"
     return f'<img alt="{html.escape(alt)}" src="data:image/{kind};base64,{data}">'
+
+
+def _video_or(video: Path, picture: Path) -> Path:
+    """The MP4 when there is one (the video extra), else the GIF."""
+    return video if video.is_file() else picture
 
 
 def _figure(path: Path, caption: str) -> str:
@@ -212,9 +221,9 @@ def write_report(result: DemoResult, options: DemoOptions) -> Path:
         _figure(work / "eval" / "rollout.png",
                 "The first 16 steps: real frames (top) over the dream (bottom)."),
         "<h2>Dreaming freely</h2>",
-        _figure(work / "eval" / "freerun.gif",
+        _figure(_video_or(work / "eval" / "freerun.mp4", work / "eval" / "freerun.gif"),
                 f"{ev.get('collapse', {}).get('steps', '?')} steps of free-running dream "
-                "under scripted sticks (every 2nd frame)."),
+                "under scripted sticks."),
         _figure(work / "eval" / "freerun.png", "Every 100th frame of the same dream."),
         collapse_html(ev["collapse"]) if "collapse" in ev else "",
         "<h2>Served</h2>",

@@ -70,7 +70,7 @@ def _play(args: argparse.Namespace) -> int:
     if args.command == "dream":
         from export.cli import backend_from_args
 
-        source = DreamSource(backend_from_args(args), args.seed, args.latent)
+        source = DreamSource(backend_from_args(args), args.seed, args.latent, args.start_image)
     elif args.command == "remote":
         source = RemoteSource(args.url, args.token, args.encoding)
     elif args.command == "real":
@@ -150,7 +150,7 @@ def _player_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--captures", type=Path, default=Path("captures"),
-                   help="folder for screenshots (F12) and GIFs (G)")
+                   help="folder for screenshots (F12), GIFs (G) and MP4s (V)")
     p.add_argument("--seed", type=int, default=0, help="which start frame / episode seed")
     p.set_defaults(func=_play)
 
@@ -209,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
 
     dream = sub.add_parser("dream", help="play the model in-process (bundle or checkpoint)")
     add_model_args(dream)
+    dream.add_argument("--start-image", type=Path, default=None, metavar="PNG",
+                       help="dream from this picture (any format Pillow reads) instead of the "
+                            "bundle's start frames; dropping a file on the window does too")
     _player_options(dream)
     remote = sub.add_parser("remote", help="play a dream streamed by python -m serve")
     remote.add_argument("url", help="e.g. ws://host:8765/dream")

@@ -3,6 +3,7 @@ it the sticks. It does not know where the frames come from."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,9 +16,11 @@ from PIL import Image
 from play.pads import PadInput, describe_controls
 from play.sources import FrameSource
 from play.worlds import require
+from recording.video import INSTALL, Mp4Writer, VideoUnavailable
 
-HELP = ("R reset  P pause  H HUD  F11 fullscreen  M smooth  F12 screenshot  G GIF  Esc quit; "
-        "pad: Start pause, Back reset")
+log = logging.getLogger(__name__)
+HELP = ("R reset  P pause  H HUD  F11 fullscreen  M smooth  F12 screenshot  G GIF  V MP4  "
+        "Esc quit; pad: Start pause, Back reset")
 
 
 @dataclass
@@ -69,11 +72,15 @@ class Player:
         self.paused = False
         self.displayed = 0
         self.gif: list[Image.Image] | None = None
+        self.video: Mp4Writer | None = None
+        self.notice = ""  # a message the HUD shows (say, an extra to install)
         self.saved: list[Path] = []
         self._font = pg.font.Font(None, 20)
         self._screen: Any = None
         self._rate = 0.0
         self._mouse = np.zeros(2)
+        self._frame = np.zeros((1, 1, 3), np.uint8)  # the frame on screen
+        self._last = time.perf_counter()
         self.before_frame: Callable[[Player], None] | None = None  # a hook for tests
 
     def _window(self, frame: np.ndarray) -> Any:
@@ -88,10 +95,11 @@ class Player:
 
     def run(self) -> dict[str, float]:
         pg = self.pygame
-        frame = self.source.reset()
+        self._frame = self.source.reset()
         clock = pg.time.Clock()
         target = self.options.fps or self.source.fps
-        start = last = time.perf_counter()
+        start = time.perf_counter()
+        self._last = start
         running = True
         while running:
             if self.before_frame is not None:
@@ -100,22 +108,12 @@ class Player:
                 pressed = self.pads.handle(event)
                 running = self._handle(event, pressed) and running
                 if (event.type == pg.KEYDOWN and event.key == pg.K_r) or pressed == "back":
-                    frame = self.source.reset()
+                    self._frame = self.source.reset()
             if not running:
                 break
-            if not self.paused:
-                new = self.source.step(self._controls())
-                if new is not None:
-                    frame = new
-                    self.displayed += 1
-                    now = time.perf_counter()
-                    self._rate = 0.9 * self._rate + 0.1 / max(now - last, 1e-6)
-                    last = now
-                    if self.gif is not None:
-                        self.gif.append(Image.fromarray(frame))
-                elif getattr(self.source, "done", False):
-                    break
-            self._draw(frame)
+            if not self.paused and not self._step():
+                break
+            self._draw(self._frame)
             if self.options.max_frames and self.displayed >= self.options.max_frames:
                 break
             if self.options.max_seconds and time.perf_counter() - start > self.options.max_seconds:
@@ -123,9 +121,27 @@ class Player:
             clock.tick(target)
         if self.gif is not None:
             self._save_gif()
+        if self.video is not None:
+            self._toggle_video()
         seconds = time.perf_counter() - start
         return {"frames": self.displayed, "seconds": seconds,
                 "fps": self.displayed / max(seconds, 1e-9)}
+
+    def _step(self) -> bool:
+        """One step of the source under the controls; False when it has ended."""
+        new = self.source.step(self._controls())
+        if new is None:
+            return not getattr(self.source, "done", False)
+        self._frame = new
+        self.displayed += 1
+        now = time.perf_counter()
+        self._rate = 0.9 * self._rate + 0.1 / max(now - self._last, 1e-6)
+        self._last = now
+        if self.gif is not None:
+            self.gif.append(Image.fromarray(new))
+        if self.video is not None:
+            self.video.write(new)
+        return True
 
     def _controls(self) -> np.ndarray:
         """The controls the source takes (its ``control_names``), from the pads,
@@ -163,11 +179,30 @@ class Player:
                     self.gif = []
                 else:
                     self._save_gif()
+            elif key == pg.K_v:
+                self._toggle_video()
         elif pressed == "start":
             self.pause(not self.paused)
+        elif event.type == pg.DROPFILE:
+            self._start_from(Path(event.file))
         elif event.type == pg.MOUSEMOTION and self.options.mouse:
             self._mouse += np.array(event.rel, float) / 50.0
         return True
+
+    def _start_from(self, path: Path) -> None:
+        """A picture dropped on the window: the dream starts from it."""
+        start_from = getattr(self.source, "start_from", None)
+        if start_from is None:
+            self.notice = f"{self.source.name} cannot start from a picture"
+            return
+        try:
+            frame = start_from(path)
+        except (OSError, ValueError) as err:
+            self.notice = str(err)
+            return
+        self.notice = f"dreaming from {path.name}"
+        if frame is not None:
+            self._frame = frame
 
     def pause(self, paused: bool) -> None:
         """Stop (or resume) stepping; a remote source pauses its dream on the server."""
@@ -186,7 +221,8 @@ class Player:
             parts = [f"{self._rate:4.1f} fps", *(f"{k} {v}" for k, v in
                                                  self.source.stats().items()),
                      describe_controls(self.source.control_names, self._controls()),
-                     "PAUSED" if self.paused else "", "GIF" if self.gif is not None else ""]
+                     "PAUSED" if self.paused else "", "GIF" if self.gif is not None else "",
+                     "MP4" if self.video is not None else "", self.notice]
             text = "  ".join(p for p in parts if p)
             screen.blit(self._font.render(text, True, (255, 255, 0), (0, 0, 0)), (4, 4))
             screen.blit(self._font.render(self.source.name, True, (200, 200, 200), (0, 0, 0)),
@@ -201,6 +237,20 @@ class Player:
         self.pygame.image.save(self.pygame.display.get_surface(), str(path))
         self.saved.append(path)
         return path
+
+    def _toggle_video(self) -> None:
+        """Start an MP4 of the frames shown, or finish the one being written."""
+        if self.video is not None:
+            self.video.close()
+            self.saved.append(self.video.path)
+            self.video = None
+            return
+        path = _unique(self.options.captures / time.strftime("dream-%Y%m%d-%H%M%S.mp4"))
+        try:
+            self.video = Mp4Writer(path, self.options.fps or self.source.fps)
+        except VideoUnavailable as err:
+            self.notice = f"no MP4: {INSTALL}"
+            log.warning("%s", err)
 
     def _save_gif(self) -> None:
         frames, self.gif = self.gif or [], None

@@ -84,7 +84,8 @@ class RealSource:
 class DreamSource:
     """The model in-process (any ``export.runtime`` backend), fed its own frames."""
 
-    def __init__(self, backend: Any, seed: int = 0, latent: str = "hold") -> None:
+    def __init__(self, backend: Any, seed: int = 0, latent: str = "hold",
+                 start_image: str | Path | None = None) -> None:
         self.backend = backend
         self.name = f"dream ({getattr(backend, 'name', '?')} on {getattr(backend, 'device', '?')})"
         self.fps = float(backend.manifest.fps or 15.0)
@@ -93,15 +94,33 @@ class DreamSource:
         self.dream = Dream(backend.manifest, latent, seed)
         self.turn = seed
         self.step_ms = 0.0
+        self.start_image: np.ndarray | None = None
+        if start_image is not None:
+            self.start_image = self._picture(start_image)
 
     @property
     def context(self) -> np.ndarray:
         """The window ``(K, 3, H, W)`` the next step sees."""
         return self.dream.window
 
+    def _picture(self, path: str | Path) -> np.ndarray:
+        m = self.backend.manifest
+        try:
+            return to_model_frame(load_image(path, (m.height, m.width)))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: not a picture to dream from ({err})") from None
+
+    def start_from(self, path: str | Path) -> np.ndarray:
+        """Dream from this picture from now on (each reset too); its first frame."""
+        self.start_image = self._picture(path)
+        return self.reset()
+
     def reset(self) -> np.ndarray:
-        self.dream.reset(self.start[self.turn % len(self.start)])
-        self.turn += 1
+        if self.start_image is not None:  # the picture, as K identical frames
+            self.dream.reset(self.start_image)
+        else:
+            self.dream.reset(self.start[self.turn % len(self.start)])
+            self.turn += 1
         return to_image(self.context[-1])
 
     def step(self, controls: np.ndarray) -> np.ndarray:
@@ -172,6 +191,7 @@ class RemoteSource:
         self.frame_size = (64, 64)  # (height, width): the server's, once it welcomes us
         self._reset_asked = False
         self._paused = False  # what the server should hold: sent on change and on connect
+        self._start_image: bytes | None = None  # a picture to send as START_FRAME
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True,
@@ -180,7 +200,12 @@ class RemoteSource:
 
     async def _main(self) -> None:
         from serve.client import DreamClient, decode_image
-        from serve.protocol import pause_message, ping_message, reset_message
+        from serve.protocol import (
+            encode_start_frame,
+            pause_message,
+            ping_message,
+            reset_message,
+        )
 
         backoff = 0.5
         while not self._stop.is_set():
@@ -213,6 +238,9 @@ class RemoteSource:
                     if self._reset_asked:
                         self._reset_asked = False
                         await client.ws.send(reset_message())
+                    if self._start_image is not None:
+                        picture, self._start_image = self._start_image, None
+                        await client.ws.send(encode_start_frame(client.seq, picture))
                     if self._paused != paused:
                         paused = self._paused
                         await client.ws.send(pause_message(paused))
@@ -239,6 +267,11 @@ class RemoteSource:
                 with contextlib.suppress(Exception):
                     await client.close()
                 await asyncio.sleep(backoff)
+
+    def start_from(self, path: str | Path) -> np.ndarray | None:
+        """Ask the server to dream from this picture (its START_FRAME)."""
+        self._start_image = Path(path).read_bytes()
+        return None
 
     def set_paused(self, paused: bool) -> None:
         """Pause (or resume) the dream on the server: it stops stepping it."""

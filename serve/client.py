@@ -16,6 +16,7 @@ from serve.protocol import (
     Frame,
     decode_frame,
     encode_input,
+    encode_start_frame,
     hello_message,
     ping_message,
     reset_message,
@@ -95,6 +96,15 @@ class DreamClient:
         while True:
             frame = await self.frame(timeout)
             if frame.input_seq == seq:
+                return frame
+
+    async def start_from(self, image: bytes) -> Frame:
+        """Restart the dream from a picture (PNG, JPEG, ...); its first frame."""
+        self.seq += 1
+        await self.ws.send(encode_start_frame(self.seq, image))
+        while True:
+            frame = await self.frame()
+            if frame.reset:
                 return frame
 
     async def reset(self, seed: int | None = None) -> Frame:

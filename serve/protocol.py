@@ -186,6 +186,11 @@ def encode_input(seq: int, controls: Any) -> bytes:
     return _INPUT_HEADER.pack(VERSION, INPUT, 0, seq & 0xFFFFFFFF) + values.tobytes()
 
 
+def encode_start_frame(seq: int, image: bytes) -> bytes:
+    """A client's START_FRAME: the dream restarts from ``image`` (PNG, JPEG, ...)."""
+    return _INPUT_HEADER.pack(VERSION, START_FRAME, 0, seq & 0xFFFFFFFF) + image
+
+
 def decode_binary(data: bytes, control_dim: int) -> Input | bytes:
     """An INPUT (validated controls) or a START_FRAME (its PNG bytes)."""
     if len(data) < _INPUT_HEADER.size:

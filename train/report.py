@@ -3,6 +3,7 @@ the free-running dream) and the text of its tables."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +13,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from recording.frames import to_image
+from recording.video import VideoUnavailable, write_mp4
 from train.drift import CollapseReport
+
+log = logging.getLogger(__name__)
 
 
 def save_strip(truth: torch.Tensor, dream: torch.Tensor, path: Path, scale: int = 2) -> None:
@@ -37,8 +42,13 @@ def save_gif(truth: torch.Tensor, dream: torch.Tensor, path: Path, fps: float = 
 
 
 def save_freerun(dream: np.ndarray, out_dir: Path, fps: float) -> None:
-    """``freerun.png`` (every 100th frame of a ``(T, 3, H, W)`` dream in [0, 1])
-    and ``freerun.gif`` (every second frame) in ``out_dir``."""
+    """``freerun.png`` (every 100th frame of a ``(T, 3, H, W)`` dream in [0, 1]),
+    ``freerun.gif`` (every second frame) and, with the video extra,
+    ``freerun.mp4`` (every frame, at the game's ``fps``) in ``out_dir``."""
+    try:
+        write_mp4((to_image(f) for f in dream), out_dir / "freerun.mp4", fps)
+    except VideoUnavailable as err:
+        log.info("no freerun.mp4: %s", err)
     every = torch.from_numpy(dream[::100])
     strip = torch.cat(list(every), dim=2).mul(255).round().byte().permute(1, 2, 0).numpy()
     img = Image.fromarray(strip)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -140,20 +141,36 @@ def test_hot_plug_and_captures(bundle: Path, tmp_path: Path) -> None:
         1: [pygame.event.Event(pygame.CONTROLLERDEVICEADDED, device_index=0, guid="x")],
         2: [pygame.event.Event(pygame.CONTROLLERAXISMOTION, instance_id=0, axis=0,
                                value=16384)], 3: [key(pygame.K_F12), key(pygame.K_g)],
+        4: [key(pygame.K_v)],
         8: [pygame.event.Event(pygame.CONTROLLERDEVICEREMOVED, instance_id=0)],
-        12: [key(pygame.K_g)],
+        12: [key(pygame.K_g)], 14: [key(pygame.K_v)],
     }
     player, result = run(source, 20, tmp_path, script)
     shots = sorted(tmp_path.glob("*.png"))
     gifs = sorted(tmp_path.glob("*.gif"))
     assert len(shots) == 1
     assert len(gifs) == 1
+    from recording.video import read_mp4
+
+    (video,) = sorted(tmp_path.glob("*.mp4"))
+    assert len(read_mp4(video)) == 10  # the frames shown from V to V
+    assert player.saved == [shots[0], gifs[0], video]  # in the order they were finished
     with Image.open(shots[0]) as img:
         assert img.size == (32, 32)
     with Image.open(gifs[0]) as gif:
         assert gif.n_frames >= 5
     assert player.pads.pads == {}  # the removed pad is gone
     assert result["frames"] == 20
+
+
+def test_without_the_video_extra_v_says_what_to_install(
+        bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "av", None)  # import av raises ImportError
+    source = DreamSource(load_backend(bundle, "onnxruntime", "cpu"))
+    player, result = run(source, 5, tmp_path, {1: [key(pygame.K_v)]})
+    assert result["frames"] == 5
+    assert "pip install -e '.[video]'" in player.notice
+    assert not list(tmp_path.glob("*.mp4"))
 
 
 def test_replay_and_compare_run_to_the_end(bundle: Path, tmp_path: Path) -> None:
@@ -209,6 +226,13 @@ def test_remote_plays_and_survives_a_server_restart(bundle: Path, tmp_path: Path
         while time.monotonic() < deadline and session.frame_index <= stopped + 5:
             time.sleep(0.02)
         assert session.frame_index > stopped + 5
+        Image.fromarray(np.full((16, 16, 3), 255, np.uint8)).save(tmp_path / "white.png")
+        source.set_paused(True)
+        source.start_from(tmp_path / "white.png")  # sent as the protocol's START_FRAME
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and session.context.min() < 1.0:
+            time.sleep(0.02)
+        assert (session.context == 1.0).all()  # K white frames: the dream starts there
     finally:
         source.close()
         asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
@@ -230,3 +254,28 @@ def test_a_codebook_dream_source_redraws_its_noise_only_while_the_sticks_move(
     assert np.array_equal(seen[0], seen[1])  # the first step, then at rest: held
     assert np.array_equal(seen[1], seen[2])
     assert abs((seen[3] != seen[2]).mean() - 0.5) < 0.05
+
+
+def test_a_dream_starts_from_a_picture_given_or_dropped_on_the_window(
+        bundle: Path, tmp_path: Path) -> None:
+    picture = np.zeros((40, 60, 3), np.uint8)
+    picture[:, 30:] = (255, 128, 0)  # any size: resized to the model's 16x16
+    Image.fromarray(picture).save(tmp_path / "start.png")
+    backend = load_backend(bundle, "onnxruntime", "cpu")
+    source = DreamSource(backend, start_image=tmp_path / "start.png")
+    first = source.reset()
+    np.testing.assert_array_equal(first[:, :6], 0)  # (Pillow blends the columns between)
+    np.testing.assert_array_equal(first[:, 10:], np.broadcast_to([255, 128, 0], (16, 6, 3)))
+    assert (source.context == source.context[-1]).all()  # K copies of the picture
+    # Dropped on the window: the dream starts again from the dropped picture.
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(tmp_path / "grey.png")
+    other = DreamSource(backend)
+    drop = pygame.event.Event(pygame.DROPFILE, file=str(tmp_path / "grey.png"))
+    player, _ = run(other, 3, tmp_path, {1: [drop]})
+    assert player.notice == "dreaming from grey.png"
+    assert other.start_image is not None
+    np.testing.assert_allclose(other.start_image, 200 / 255)
+    bad = pygame.event.Event(pygame.DROPFILE, file=str(tmp_path / "missing.png"))
+    player, result = run(DreamSource(backend), 3, tmp_path, {1: [bad]})
+    assert "missing.png" in player.notice  # said, not a crash
+    assert result["frames"] == 3

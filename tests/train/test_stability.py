@@ -473,6 +473,11 @@ def test_eval_cli_reports_rollouts_and_the_collapse_check(tmp_path: Path) -> Non
     assert "start    30 seed   1:" in result.stdout
     for name in ("rollout.png", "rollout.gif", "freerun.png", "freerun.gif"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
+    from recording.video import read_mp4
+
+    video = read_mp4(tmp_path / "eval" / "freerun.mp4")  # every frame of the dream, 4x
+    assert len(video) == 40
+    assert video[0].shape == (64, 64, 3)
     model, _ = model_from_checkpoint(tmp_path / "run" / "latest.pt")
     assert model.config.noise_conditioning
 
