@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from demo.options import WORLD, DemoOptions, DemoResult
+from demo.options import FRAME_SKIP, WORLD, DemoOptions, DemoResult
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def record_stage(options: DemoOptions, directory: Path, steps: int, seed: int,
         info["reused"] = True
         log.info("reusing %s (%d steps)", directory, have)
         return
-    world = make_world(WORLD)
+    world = make_world(WORLD, frame_skip=FRAME_SKIP)
     start = time.perf_counter()
     try:
         with _bar(options, steps - have, f"recording {directory.name}", "step") as bar:
@@ -141,7 +141,8 @@ def eval_stage(options: DemoOptions, checkpoint: Path, val: Path, info: dict[str
                       rollouts=8 if options.quick else 32,
                       fps=float(frames.recording.meta.get("fps", 8.75)),
                       noise_level=play_noise_level(state),
-                      collapse_steps=200 if options.quick else 1000)
+                      collapse_steps=200 if options.quick else 1000,
+                      realism_frames=200 if options.quick else 800)
     info.update({"report": report, "seconds": time.perf_counter() - start, "dir": str(out)})
     return out
 
@@ -243,7 +244,9 @@ def run(options: DemoOptions, on_stage: Callable[[str], None] | None = None) -> 
             on_stage(name)
         return result.stage(name)
 
-    data, val = options.work / "recordings" / "doom", options.work / "recordings" / "doom-val"
+    # Named by frame skip: a recording of another pace is another world to the model.
+    data, val = (options.work / "recordings" / f"doom-skip{FRAME_SKIP}",
+                 options.work / "recordings" / f"doom-val-skip{FRAME_SKIP}")
     record_stage(options, data, options.record_steps, 0, stage("record"))
     record_stage(options, val, options.val_steps, VAL_SEED, stage("record held-out"))
     checkpoint = train_stage(options, data, val, stage("train"))

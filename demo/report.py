@@ -121,6 +121,19 @@ def _at(step: int | None) -> str:
         f'<span class="bad">from step {step}</span>'
 
 
+def realism_html(realism: dict[str, dict[str, float]]) -> str:
+    """The realism table: how often a critic tells each kind of frame from the game."""
+    rows = "".join(
+        f"<tr><td>{html.escape(band)}</td><td>{100 * r['accuracy']:.0f}%</td>"
+        f"<td>{100 * r['low']:.0f}-{100 * r['high']:.0f}%</td><td>{r['test_images']}</td></tr>"
+        for band, r in realism.items())
+    return ("<table><tr><th>frames</th><th>told from the game</th><th>95% interval</th>"
+            f"<th>held out</th></tr>{rows}</table><p class=muted>A small CNN, trained with a "
+            "fixed recipe on half of the frames, tells dream frames from held-out real ones "
+            "on the other half; both sides first get the same random noise and JPEG, so only "
+            "what a player could see counts. 50% means it cannot tell them apart.</p>")
+
+
 def collapse_html(c: dict[str, Any]) -> str:
     f = c["figures"]
     verdict = '<span class="good">passed</span>' if c["passed"] else \
@@ -214,6 +227,7 @@ def write_report(result: DemoResult, options: DemoOptions) -> Path:
         + (f" The model is told a context noise level of {noise:g}." if noise else "")
         + "</p>",
         sticks_html(ev["sticks"], ev.get("view_motion")) if ev.get("sticks") else "",
+        "<h2>How real it looks</h2>" + realism_html(ev["realism"]) if ev.get("realism") else "",
         "<h2>Reality beside the dream</h2>",
         _figure(work / "eval" / "rollout.gif",
                 "Left: the real held-out episode. Right: the dream, started from the same "

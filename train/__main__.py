@@ -168,6 +168,9 @@ def _eval(argv: list[str]) -> int:
                    help="rollout start points per horizon (fewer beyond 64 steps)")
     p.add_argument("--collapse-steps", type=int, default=1000,
                    help="length of the collapse check's free-running dream (0: skip it)")
+    p.add_argument("--realism-frames", type=int, default=800,
+                   help="dream frames each band of the realism figure judges against the "
+                        "held-out game (0: skip it)")
     p.add_argument("--noise-level", type=float,
                    help="context noise level a noise-conditioned model is told (default: the "
                         "run's noise.play_level)")
@@ -195,7 +198,8 @@ def _eval(argv: list[str]) -> int:
     level = play_noise_level(state) if args.noise_level is None else args.noise_level
     torch.manual_seed(0)
     report = evaluate(model, recordings, device, out, args.horizons, args.samples,
-                      args.rollouts, fps, level, args.collapse_steps, latent=args.latent)
+                      args.rollouts, fps, level, args.collapse_steps, latent=args.latent,
+                      realism_frames=args.realism_frames)
     report["checkpoint"] = {"path": str(args.checkpoint), "step": state["step"]}
     print(format_report(report))
     if args.collapse_seeds:

@@ -26,6 +26,7 @@ from train.data import (
 )
 from train.drift import CollapseReport, Reference, collapse_check, scripted_sticks
 from train.losses import psnr, ssim
+from train.realism_eval import realism_report
 from train.report import save_freerun, save_gif, save_strip
 from train.rollout import dream, free_run, held_latent
 from train.sticks import stick_response, view_motion
@@ -152,7 +153,8 @@ def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.devi
              out_dir: Path, horizons: Sequence[int] = (1, 4, 16, 64, 256),
              samples: int = 512, rollouts: int = 64, fps: float = 8.75,
              noise_level: float = 0.0, collapse_steps: int = 1000,
-             align_context: int = 1, latent: str = "hold") -> dict[str, Any]:
+             align_context: int = 1, latent: str = "hold",
+             realism_frames: int = 800) -> dict[str, Any]:
     """The full evaluation report; writes ``eval.json``, ``rollout.png`` and
     ``rollout.gif`` (ground truth beside the dream), and for the collapse check
     ``freerun.png`` (every 100th frame) and ``freerun.gif``, into ``out_dir``.
@@ -173,6 +175,8 @@ def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.devi
             one latent throughout (``hold``, as ``play`` and ``serve`` do by
             default) or draw one every step (``fresh``). Its draws are seeded,
             so a report can be reproduced.
+        realism_frames: Dream frames a band of the realism figure judges
+            (``train.realism_eval``; 0 skips it).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -218,9 +222,15 @@ def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.devi
             dream = rollout(model, context, controls, noise_level, latent)[0]
             save_strip(targets[0, :16], dream[:16], out_dir / "rollout.png")
             save_gif(targets[0], dream, out_dir / "rollout.gif", fps=fps)
+    tail = None
     if collapse_steps > 0:
-        report["collapse"] = collapse_report(model, recordings, device, out_dir, collapse_steps,
-                                             noise_level, fps, latent).to_dict()
+        collapse, freerun = collapse_report(model, recordings, device, out_dir, collapse_steps,
+                                            noise_level, fps, latent)
+        report["collapse"] = collapse.to_dict()
+        tail = freerun[-100:]
+    if realism_frames > 0:
+        report["realism"] = realism_report(model, recordings, device, realism_frames,
+                                           noise_level, latent, tail)
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -232,15 +242,17 @@ def reference(recordings: Sequence[Frames]) -> Reference:
 
 def collapse_report(model: WorldModel, recordings: Sequence[Frames], device: torch.device,
                     out_dir: Path, steps: int = 1000, noise_level: float = 0.0,
-                    fps: float = 8.75, latent: str = "hold") -> CollapseReport:
+                    fps: float = 8.75, latent: str = "hold"
+                    ) -> tuple[CollapseReport, np.ndarray]:
     """Dream ``steps`` frames under scripted sticks from the first K frames of
-    the first recording, and check it against the recordings' statistics."""
+    the first recording, and check it against the recordings' statistics;
+    returns the check and the dream ``(T, 3, H, W)``."""
     context = start_context(recordings[0], model.config.context_frames)
     sticks = scripted_sticks(steps, model.config.control_dim)
     dream = free_run(model, context[None].to(device), sticks, noise_level, latent)
     result = collapse_check(dream, sticks, reference(recordings))
     save_freerun(dream, out_dir, fps)
-    return result
+    return result, dream
 
 
 @torch.no_grad()

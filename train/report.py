@@ -16,6 +16,7 @@ from PIL import Image
 from recording.frames import to_image
 from recording.video import VideoUnavailable, write_mp4
 from train.drift import CollapseReport
+from train.realism import Realism
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,11 @@ def format_report(report: dict[str, Any]) -> str:
         how = ("hold one latent a dream" if report["latent"] == "hold"
                else "draw one every step")
         lines.append(f"latent: {report['latent']} (rollouts and the collapse check {how})")
+    if report.get("realism"):
+        lines.append("realism: a critic tells these frames from the held-out game (50% = it "
+                     "cannot, 100% = always)\n  " + "\n  ".join(
+                         f"{band:<40} {Realism(**r).summary()}"
+                         for band, r in report["realism"].items()))
     if "collapse" in report:
         c = report["collapse"]
         lines.append(CollapseReport(**{k: v for k, v in c.items() if k != "passed"}).summary())

@@ -451,7 +451,7 @@ def test_eval_cli_reports_rollouts_and_the_collapse_check(tmp_path: Path) -> Non
         [sys.executable, "-m", "train", "eval", "--checkpoint", str(tmp_path / "run/latest.pt"),
          "--data", str(rec), "--out", str(tmp_path / "eval"), "--horizons", "1", "4", "16",
          "--collapse-steps", "40", "--rollouts", "8", "--device", "cpu", "--latent", "fresh",
-         "--collapse-seeds", "0", "1", "--collapse-starts", "0", "30"],
+         "--collapse-seeds", "0", "1", "--collapse-starts", "0", "30", "--realism-frames", "64"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     assert "rollout 16" in result.stdout
@@ -473,6 +473,14 @@ def test_eval_cli_reports_rollouts_and_the_collapse_check(tmp_path: Path) -> Non
     assert "start    30 seed   1:" in result.stdout
     for name in ("rollout.png", "rollout.gif", "freerun.png", "freerun.gif"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
+    # The realism figure: each band of dream frames against half of the 60 real frames
+    # (a short recording judges fewer than the 64 asked for), then the free run's tail.
+    realism = report["realism"]
+    assert list(realism) == ["steps 1-4", "steps 8-24", "steps 48-96", "steps 128-256",
+                             "last 40 of the free run"]
+    assert all(r["test_images"] == 30 and 0 <= r["low"] <= r["accuracy"] <= r["high"] <= 1
+               for r in realism.values())
+    assert "realism: a critic tells these frames from the held-out game" in result.stdout
     from recording.video import read_mp4
 
     video = read_mp4(tmp_path / "eval" / "freerun.mp4")  # every frame of the dream, 4x
