@@ -1,4 +1,7 @@
-"""The command-line flags of every CLI that runs a model, declared once."""
+"""The command-line flags of every CLI that runs a model, declared once: the
+server, the player, ``train eval`` and the benchmarks take them from here.
+Declaring a flag imports nothing heavy; ``export.runtime.backend_from_args``
+loads the model they describe."""
 
 from __future__ import annotations
 
@@ -6,7 +9,23 @@ import argparse
 from pathlib import Path
 
 from export.dream import LATENT_MODES
-from export.runtime import BACKENDS, Backend, load_backend
+
+BACKENDS = ("auto", "torch", "torchscript", "onnxruntime")
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+
+def add_dream_args(p: argparse.ArgumentParser) -> None:
+    """``--noise-level`` and ``--latent``: how a model is stepped in a dream."""
+    p.add_argument("--noise-level", type=float, default=None,
+                   help="context noise level a noise-conditioned model is told (default: the "
+                        "model's, from training's noise.play_level)")
+    p.add_argument("--latent", default="hold", choices=LATENT_MODES,
+                   help="a model with a latent: hold one latent for each dream (default: one "
+                        "world that stands still when the sticks rest; a reset draws another) "
+                        "or draw a fresh one every step (every frame a new draw: it shimmers)")
 
 
 def add_model_args(p: argparse.ArgumentParser, bf16: bool = False) -> None:
@@ -17,27 +36,14 @@ def add_model_args(p: argparse.ArgumentParser, bf16: bool = False) -> None:
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="auto: ONNX Runtime when installed, else TorchScript; a checkpoint "
                         "runs in eager torch")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_device_arg(p)
     if bf16:
         p.add_argument("--bf16", action="store_true",
                        help="torch backend: bf16 autocast on the CPU too (approximate; on "
                             "CPUs with AMX about twice the frames/s at batch 8)")
-    p.add_argument("--noise-level", type=float, default=None,
-                   help="context noise level a noise-conditioned model is told (default: the "
-                        "bundle's, from training's noise.play_level)")
-    p.add_argument("--latent", default="hold", choices=LATENT_MODES,
-                   help="a model with a latent: hold one latent for each dream (default: one "
-                        "world that stands still when the sticks rest; a reset draws another) "
-                        "or draw a fresh one every step (every frame a new draw: it shimmers)")
+    add_dream_args(p)
 
 
 def add_fps_arg(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--fps", type=float, default=None,
                    help=f"{what} per second (default: the recording's, from the model)")
-
-
-def backend_from_args(args: argparse.Namespace) -> Backend:
-    """The backend the flags of ``add_model_args`` ask for."""
-    return load_backend(args.bundle, args.backend, args.device,
-                        autocast=True if getattr(args, "bf16", False) else None,
-                        noise_level=args.noise_level)

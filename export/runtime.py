@@ -9,16 +9,17 @@ checkpoint is asked for (``export.torch_backends``).
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from export.cli import BACKENDS
 from export.manifest import BundleError, Manifest
 
 log = logging.getLogger(__name__)
-BACKENDS = ("auto", "torch", "torchscript", "onnxruntime")
 
 
 class Backend(Protocol):
@@ -73,6 +74,13 @@ def load_backend(source: str | Path, backend: str = "auto", device: str = "auto"
             raise ValueError(f"the noise level must be >= 0, got {noise_level}")
         loaded.manifest = loaded.manifest.replace(noise_level=float(noise_level))
     return loaded
+
+
+def backend_from_args(args: argparse.Namespace) -> Backend:
+    """The backend the flags of ``export.cli.add_model_args`` ask for."""
+    return load_backend(args.bundle, args.backend, args.device,
+                        autocast=True if getattr(args, "bf16", False) else None,
+                        noise_level=args.noise_level)
 
 
 def _load(source: str | Path, backend: str, device: str, compile: bool,

@@ -88,18 +88,15 @@ class WorldModelConfig:
         codebook_temperature: Each patch's code is drawn from the model's
             distribution at this temperature (Gumbel-max: the most likely code plus
             Gumbel noise made from the model's latent input, N(0, 1) draws of
-            ``latent_size``); 0 paints the most likely code, deterministically.
-            The most likely code alone drops everything uncertain (walls, items):
-            such dreams fade into sky and floor. Training (the roll-in) paints
-            the most likely codes: a model rolled in on drawn codes faded below
-            0.7 and dissolved into speckle above it.
+            ``latent_size``); 0 paints the most likely code, deterministically,
+            which drops everything uncertain (walls, items). Training's own
+            dreams (the roll-in) paint the most likely codes.
         codebook_grain: Paint every patch as its code plus the code's grain: the
             per-pixel spread of the training patches the code stands for
             (scaled so that painted training frames keep the recording's fine
             detail) times N(0, 1) noise that is part of the latent, held like
-            the codes' noise. A code is the mean of its patches, so without
-            grain a painted frame keeps about three quarters of the game's fine
-            detail, and none of the faint texture of Doom's sky.
+            the codes' noise. A code is the mean of its patches: without grain
+            a painted frame loses the fine texture the mean averages away.
         codebook_refresh: A dream holds its sampling noise, so a picture at rest
             stays still; each step redraws this share of it times the largest
             stick deflection, so a moving view keeps finding new detail.
@@ -108,16 +105,13 @@ class WorldModelConfig:
             controls, resampled bilinearly. Training starts the shift from a
             least-squares fit of the recording's whole-frame shifts on the
             sticks (the zoom from none) and goes on learning it (see
-            ``stick_view_learn``). Doom's view
-            moves as a whole when the player turns or strafes; with the moved
-            frame in hand the model need not learn to shift texture itself,
-            which models trained on noisy or dreamed context never learned on
-            a CPU.
+            ``stick_view_learn``). Doom's view moves as a whole when the player
+            turns or strafes; with the moved frame in hand the model need not
+            learn to shift texture itself.
         stick_view_learn: Go on learning ``stick_view``'s shift after the fit.
-            Off, the shift stays at the fit and only the zoom is learned: a
-            learned shift drifts past the game's (a turn of 3.9 pixels a step
-            learned to 5.6 where the game's is 4.7), and a dream whose held
-            latent moves with the view turns as far as the map says.
+            Off, the shift stays at the fit and only the zoom is learned, and a
+            dream whose held latent moves with the view turns as far as the
+            fitted map says.
         grad_checkpointing: Recompute each transformer layer in the backward pass
             to save memory (training only; outputs are unchanged).
     """

@@ -68,7 +68,7 @@ def _play(args: argparse.Namespace) -> int:
 
     source: FrameSource
     if args.command == "dream":
-        from export.cli import backend_from_args
+        from export.runtime import backend_from_args
 
         source = DreamSource(backend_from_args(args), args.seed, args.latent, args.start_image)
     elif args.command == "remote":
@@ -80,7 +80,7 @@ def _play(args: argparse.Namespace) -> int:
     elif args.command == "replay":
         source = ReplaySource(args.recording)
     else:
-        from export.cli import backend_from_args
+        from export.runtime import backend_from_args
         from play.worlds import make_world
 
         backend = backend_from_args(args)

@@ -37,7 +37,7 @@ def server_parser() -> argparse.ArgumentParser:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from export.cli import backend_from_args
+    from export.runtime import backend_from_args
     from serve.server import DreamServer, ServerConfig
 
     backend = backend_from_args(args)

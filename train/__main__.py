@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from export.dream import LATENT_MODES
+from export.cli import add_device_arg, add_dream_args
 
 EPILOG = """\
 other commands:
@@ -171,12 +171,7 @@ def _eval(argv: list[str]) -> int:
     p.add_argument("--realism-frames", type=int, default=800,
                    help="dream frames each band of the realism figure judges against the "
                         "held-out game (0: skip it)")
-    p.add_argument("--noise-level", type=float,
-                   help="context noise level a noise-conditioned model is told (default: the "
-                        "run's noise.play_level)")
-    p.add_argument("--latent", default="hold", choices=LATENT_MODES,
-                   help="a model with a latent: hold one latent for each dream (default, as "
-                        "play and serve do) or draw a fresh one every step")
+    add_dream_args(p)
     p.add_argument("--collapse-seeds", type=int, nargs="+", metavar="SEED",
                    help="also run the collapse check once for each of these latent seeds (a "
                         "latent model's dream depends on its draw) and each --collapse-starts "
@@ -185,7 +180,7 @@ def _eval(argv: list[str]) -> int:
                    help="with --collapse-seeds: the recording entries the dreams start from "
                         "(default: 0)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_device_arg(p)
     args = p.parse_args(argv)
     if min(args.collapse_starts) < 0:
         p.error("--collapse-starts: entries count from 0")

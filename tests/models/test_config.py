@@ -45,3 +45,21 @@ def test_derived_sizes() -> None:
     assert config.num_image_tokens == 96
     assert config.sequence_length == 96 + 4 + 1
     assert config.replace(attention_mode="interleaved").sequence_length == 100
+
+
+def test_flops_are_counted_for_every_kind_of_model() -> None:
+    # A model that moves its view with the sticks tokenizes with its controls, and a
+    # noise-conditioned one embeds its noise level: both must be counted, not crash.
+    from models import WorldModel
+    from models.summary import flop_counts
+    from tests.models.helpers import baby_config
+
+    plain = flop_counts(WorldModel(baby_config()))
+    for extra in ({"stick_view": True}, {"noise_conditioning": True},
+                  {"output_mode": "codebook", "codebook_size": 8, "codebook_patch": 2,
+                   "stick_view": True, "noise_conditioning": True}):
+        figures = flop_counts(WorldModel(baby_config(**extra)))
+        assert figures["total"] > 0, extra
+        assert figures["total"] == pytest.approx(sum(v for k, v in figures.items()
+                                                     if k != "total"))
+    assert plain["total"] > 0
