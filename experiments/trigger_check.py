@@ -25,13 +25,16 @@ GUN = (slice(40, 64), slice(16, 48))  # rows, columns of the weapon at 64x64
 
 
 def game_frames(world_id: str, names: tuple[str, ...], fire: bool, steps: int,
-                seed: int) -> list[np.ndarray]:
+                seed: int, after: int) -> list[np.ndarray]:
+    """The game's frames: ``after`` steps at rest (the gun raised), then ``steps``
+    with the trigger held or not; the list starts at the last rest frame, after
+    the K - 1 before it are kept for a dream's context (``after`` >= K)."""
     world = make_world(world_id)
     try:
         frames = [resize(world.reset(seed=seed), (64, 64))]
-        controls = np.zeros(len(names), np.float32)
-        controls[names.index("right_trigger")] = float(fire)
-        for _ in range(steps):
+        for pull in [0.0] * after + [float(fire)] * steps:
+            controls = np.zeros(len(names), np.float32)
+            controls[names.index("right_trigger")] = pull
             frame, done = world.step(controls)
             frames.append(resize(frame, (64, 64)))
             if done:
@@ -41,12 +44,14 @@ def game_frames(world_id: str, names: tuple[str, ...], fire: bool, steps: int,
         world.close()
 
 
-def dream_frames(bundle: Path, start: np.ndarray, fire: bool, steps: int,
+def dream_frames(bundle: Path, context: list[np.ndarray], fire: bool, steps: int,
                  seed: int) -> list[np.ndarray]:
     backend = load_backend(bundle, "onnxruntime", "cpu")
     names = backend.manifest.control_names
     dream = Dream(backend.manifest, seed=seed)
-    dream.reset(to_model_frame(start))
+    K = backend.manifest.context_frames
+    dream.reset(np.stack([to_model_frame(f) for f in context[-K:]]))
+    start = context[-1]
     controls = np.zeros(len(names), np.float32)
     controls[names.index("right_trigger")] = float(fire)
     return [start] + [to_image(dream.step(backend, controls)) for _ in range(steps)]
@@ -65,13 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--world", default="doom:defend_the_center")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--seed", type=int, default=100_000)
+    p.add_argument("--after", type=int, default=12,
+                   help="steps at rest before the branch (the gun is raised by then)")
     p.add_argument("--out", type=Path, default=Path("trigger.png"))
     args = p.parse_args(argv)
     names = tuple(load_backend(args.bundle, "onnxruntime", "cpu").manifest.control_names)
-    game = {fire: game_frames(args.world, names, fire, args.steps, args.seed)
+    game = {fire: game_frames(args.world, names, fire, args.steps, args.seed, args.after)
             for fire in (False, True)}
-    dream = {fire: dream_frames(args.bundle, game[False][0], fire, args.steps, args.seed)
+    context = game[False][:args.after + 1]
+    dream = {fire: dream_frames(args.bundle, context, fire, args.steps, args.seed)
              for fire in (False, True)}
+    game = {fire: frames[args.after:] for fire, frames in game.items()}
     figures = {"game": gun_difference(game[False], game[True]),
                "dream": gun_difference(dream[False], dream[True])}
     rows = [np.concatenate(frames[:args.steps + 1], axis=1)
