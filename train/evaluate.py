@@ -201,27 +201,8 @@ def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.devi
         "copy_psnr"]
     report["sticks"] = stick_response(model, one_step, device, noise_level)
     report["view_motion"] = view_motion(model, recordings, device, noise_level)
-    report["rollout"] = {}
-    for h in sorted(horizons):
-        data = transitions(h)
-        if not len(data):
-            log.warning("no held-out segment is %d frames long: no %d-step rollouts", h + K, h)
-            continue
-        idx = evenly_spaced(len(data), rollout_samples(h, rollouts))
-        curves = rollout_metrics(model, data, idx, device, noise_level=noise_level,
-                                 latent=latent, still=still)
-        report["rollout"][str(h)] = {
-            "samples": len(idx), "psnr": curves["psnr"][-1],
-            "copy_psnr": curves["copy_psnr"][-1], "mean_psnr": curves["mean_psnr"][-1],
-            "psnr_gain_db": curves["psnr"][-1] - curves["copy_psnr"][-1],
-            "psnr_gain_se": paired_gain(curves["last_psnr"], curves["last_copy_psnr"])[1],
-            "psnr_samples": [round(x, 3) for x in curves["last_psnr"]],
-            "ssim": curves["ssim"][-1], "copy_ssim": curves["copy_ssim"][-1]}
-        if h == max(x for x in horizons if x <= 64):  # the pictures: a readable length
-            context, controls, targets = to_model_inputs(data.batch(idx[:1]), device, K)
-            dream = rollout(model, context, controls, noise_level, latent)[0]
-            save_strip(targets[0, :16], dream[:16], out_dir / "rollout.png")
-            save_gif(targets[0], dream, out_dir / "rollout.gif", fps=fps)
+    report["rollout"] = rollout_report(model, transitions, horizons, rollouts, device,
+                                       out_dir, fps, noise_level, latent, still)
     tail = None
     if collapse_steps > 0:
         collapse, freerun = collapse_report(model, recordings, device, out_dir, collapse_steps,
@@ -233,6 +214,37 @@ def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.devi
                                            noise_level, latent, tail)
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def rollout_report(model: WorldModel, transitions: Callable[[int], TransitionSet],
+                   horizons: Sequence[int], rollouts: int, device: torch.device, out_dir: Path,
+                   fps: float, noise_level: float, latent: str,
+                   still: torch.Tensor) -> dict[str, Any]:
+    """Each horizon's rollout PSNR and SSIM beside copy-last and the mean frame,
+    with the pictures of the longest readable one (``evaluate``'s arguments)."""
+    K = model.config.context_frames
+    out: dict[str, Any] = {}
+    for h in sorted(horizons):
+        data = transitions(h)
+        if not len(data):
+            log.warning("no held-out segment is %d frames long: no %d-step rollouts", h + K, h)
+            continue
+        idx = evenly_spaced(len(data), rollout_samples(h, rollouts))
+        curves = rollout_metrics(model, data, idx, device, noise_level=noise_level,
+                                 latent=latent, still=still)
+        out[str(h)] = {
+            "samples": len(idx), "psnr": curves["psnr"][-1],
+            "copy_psnr": curves["copy_psnr"][-1], "mean_psnr": curves["mean_psnr"][-1],
+            "psnr_gain_db": curves["psnr"][-1] - curves["copy_psnr"][-1],
+            "psnr_gain_se": paired_gain(curves["last_psnr"], curves["last_copy_psnr"])[1],
+            "psnr_samples": [round(x, 3) for x in curves["last_psnr"]],
+            "ssim": curves["ssim"][-1], "copy_ssim": curves["copy_ssim"][-1]}
+        if h == max(x for x in horizons if x <= 64):  # the pictures: a readable length
+            context, controls, targets = to_model_inputs(data.batch(idx[:1]), device, K)
+            dream = rollout(model, context, controls, noise_level, latent)[0]
+            save_strip(targets[0, :16], dream[:16], out_dir / "rollout.png")
+            save_gif(targets[0], dream, out_dir / "rollout.gif", fps=fps)
+    return out
 
 
 def reference(recordings: Sequence[Frames]) -> Reference:
