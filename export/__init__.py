@@ -1,6 +1,7 @@
-"""Export: ONNX and TorchScript bundles with parity checks, and the runtime
-backends ``serve`` and ``play`` run the model through.
+"""Export: ONNX and TorchScript bundles with parity checks (``export.exporter``),
+and the bundle runtime ``serve`` and ``play`` run a model through.
 
-This package's own import stays free of torch: ``export.onnx_runtime`` runs a
-bundle with only numpy and onnxruntime.
+The runtime (``manifest``, ``bundle``, ``dream``, ``onnx_runtime``, ``runtime``,
+``cli``) needs numpy, Pillow and onnxruntime only; ``export.torch_backends``,
+loaded on demand, runs eager PyTorch and TorchScript.
 """
