@@ -39,8 +39,8 @@ def band_frames(model: WorldModel, recordings: Sequence[Frames], device: torch.d
                 first: int, last: int, count: int, noise_level: float = 0.0,
                 latent: str = "hold") -> np.ndarray:
     """About ``count`` dream frames from steps ``first`` to ``last`` of dreams
-    started from contexts spread over the held-out recordings and driven by the
-    sticks recorded after them (the game's own way of moving)."""
+    started from contexts spread over the first held-out recording and driven
+    by the sticks recorded after them (the game's own way of moving)."""
     K = model.config.context_frames
     starts_wanted = math.ceil(count / (last - first + 1))
     part = recordings[0]
