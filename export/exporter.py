@@ -25,11 +25,11 @@ from export.bundle import (
 )
 from export.dream import Dream, Stepper
 from export.manifest import BATCH_AXIS, MANIFEST, OUTPUTS, BundleError, Manifest
+from export.model_manifest import manifest_for
 from export.onnx_runtime import OnnxBackend
 from export.torch_backends import (
     TorchBackend,
     TorchScriptBackend,
-    manifest_for,
     start_frames_from_recording,
 )
 from models import WorldModel

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.dream import check_latent_mode
 from models import WorldModel
 from train.data import (
     Frames,
@@ -28,7 +27,7 @@ from train.drift import CollapseReport, Reference, collapse_check, scripted_stic
 from train.losses import psnr, ssim
 from train.realism_eval import realism_report
 from train.report import save_freerun, save_gif, save_strip
-from train.rollout import dream, free_run, held_latent
+from train.rollout import dream_rollouts, free_run
 from train.sticks import stick_response, view_motion
 
 log = logging.getLogger(__name__)
@@ -83,13 +82,14 @@ def one_step_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray
 
 
 def rollout(model: WorldModel, context: torch.Tensor, controls: torch.Tensor,
-            noise_level: float = 0.0, latent: str = "hold") -> torch.Tensor:
+            noise_level: float = 0.0, latent: str = "hold",
+            seeds: Sequence[int] | None = None) -> torch.Tensor:
     """Dream ``T`` steps from true context ``(B, K, 3, H, W)`` under controls
-    ``(B, T, C)``, feeding each prediction back, a latent model's latent held
-    or fresh (``latent``); returns ``(B, T, 3, H, W)``."""
-    return dream(model, context, controls,
-                 model.noise_input(len(context), noise_level, context.device),
-                 held_latent(model, len(context), latent, context.device))
+    ``(B, T, C)``, feeding each prediction back, a latent model's latent drawn
+    from ``seeds`` (``dream_rollouts``) and held or fresh (``latent``); returns
+    ``(B, T, 3, H, W)`` on the context's device."""
+    frames = dream_rollouts(model, context, controls, noise_level, latent, seeds)
+    return torch.from_numpy(frames).to(context.device)
 
 
 @torch.no_grad()
@@ -115,7 +115,8 @@ def rollout_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray,
     for start in range(0, len(indices), batch_size):
         context, controls, targets = to_model_inputs(
             data.batch(indices[start:start + batch_size]), device, K)
-        dream = rollout(model, context, controls, noise_level, latent)
+        dream = rollout(model, context, controls, noise_level, latent,
+                        range(start, start + len(context)))
         last = context[:, -1]
         for t in range(T):
             model_psnr, copy_psnr = psnr(dream[:, t], targets[:, t]), psnr(last, targets[:, t])
@@ -200,7 +201,7 @@ def evaluate(model: WorldModel, recordings: Sequence[Frames], device: torch.devi
     report["one_step"]["psnr_gain_db"] = report["one_step"]["psnr"] - report["one_step"][
         "copy_psnr"]
     report["sticks"] = stick_response(model, one_step, device, noise_level)
-    report["view_motion"] = view_motion(model, recordings, device, noise_level)
+    report["view_motion"] = view_motion(model, recordings, noise_level)
     report["rollout"] = rollout_report(model, transitions, horizons, rollouts, device,
                                        out_dir, fps, noise_level, latent, still)
     tail = None
@@ -273,9 +274,9 @@ def collapse_sweep(model: WorldModel, recordings: Sequence[Frames], device: torc
                    noise_level: float = 0.0, latent: str = "hold") -> list[dict[str, Any]]:
     """The collapse check of one dream from each start entry in ``starts`` and,
     for a latent model, each latent seed in ``seeds`` (a model without a
-    latent dreams once from each start), all dreamt as one batch. A held
-    latent is drawn from its seed alone, so one seed is one world from every
-    start; fresh latents are drawn from the first seed. One dream passing is
+    latent dreams once from each start), all dreamt as one batch. A latent,
+    held or fresh, is drawn from its seed alone, so one seed is one world from
+    every start. One dream passing is
     one draw: a model whose dreams pass from some draws and not others does
     not pass."""
     model = model.to(device).eval()
@@ -284,16 +285,9 @@ def collapse_sweep(model: WorldModel, recordings: Sequence[Frames], device: torc
              for seed in (seeds if model.config.latent_size else seeds[:1])]
     context = torch.stack([start_context(recordings[0], K, start) for start, _ in pairs])
     sticks = scripted_sticks(steps, C)
-    check_latent_mode(latent)
-    z = None
-    if model.config.latent_size and latent == "hold":
-        z = torch.stack([torch.randn(model.config.latent_size,
-                                     generator=torch.Generator().manual_seed(seed))
-                         for _, seed in pairs]).to(device)
-    torch.manual_seed(seeds[0])
-    controls = torch.from_numpy(sticks)[None].expand(len(pairs), -1, -1).to(device)
-    dreams = dream(model, context.to(device), controls,
-                   model.noise_input(len(pairs), noise_level, device), z).cpu().numpy()
+    controls = np.broadcast_to(sticks, (len(pairs), *sticks.shape))
+    dreams = dream_rollouts(model, context, controls, noise_level, latent,
+                            [seed for _, seed in pairs])
     ref = reference(recordings)
     mode = latent if model.config.latent_size else None
     return [{"start": int(start), "seed": int(seed), "latent": mode,

@@ -14,7 +14,7 @@ import torch
 from models import WorldModel
 from train.data import Frames, evenly_spaced, start_context
 from train.realism import two_sample_test
-from train.rollout import dream, held_latent
+from train.rollout import dream_rollouts
 
 # Steps into a dream (both ends included) whose frames are judged together.
 BANDS = ((1, 4), (8, 24), (48, 96), (128, 256))
@@ -35,7 +35,7 @@ def real_frames(recordings: Sequence[Frames], count: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def band_frames(model: WorldModel, recordings: Sequence[Frames], device: torch.device,
+def band_frames(model: WorldModel, recordings: Sequence[Frames],
                 first: int, last: int, count: int, noise_level: float = 0.0,
                 latent: str = "hold") -> np.ndarray:
     """About ``count`` dream frames from steps ``first`` to ``last`` of dreams
@@ -47,14 +47,11 @@ def band_frames(model: WorldModel, recordings: Sequence[Frames], device: torch.d
     controls = torch.from_numpy(np.asarray(part.controls, np.float32))
     n = len(part.frames)
     starts = evenly_spaced(max(1, n - K), starts_wanted)
-    context = torch.stack([start_context(part, K, int(s)) for s in starts]).to(device)
+    context = torch.stack([start_context(part, K, int(s)) for s in starts])
     rows = (torch.as_tensor(starts)[:, None] + K + torch.arange(last)[None]) % n
-    sticks = controls[rows].to(device)  # (B, last, C): the recorded sticks, wrapping
-    level = model.noise_input(len(starts), noise_level, device)
-    torch.manual_seed(0)
-    z = held_latent(model, len(starts), latent, device)
-    frames = dream(model, context, sticks, level, z)[:, first - 1:last]  # (B, T, 3, H, W)
-    flat = frames.reshape(-1, *frames.shape[2:]).mul(255).round().byte().cpu().numpy()
+    sticks = controls[rows]  # (B, last, C): the recorded sticks, wrapping
+    frames = dream_rollouts(model, context, sticks, noise_level, latent)[:, first - 1:last]
+    flat = np.round(frames.reshape(-1, *frames.shape[2:]) * 255).astype(np.uint8)
     return flat[:count]
 
 
@@ -82,7 +79,7 @@ def realism_report(model: WorldModel, recordings: Sequence[Frames], device: torc
     judged, reference = real[:count], real[count:]
     out: dict[str, Any] = {}
     for first, last in BANDS:
-        fake = band_frames(model, recordings, device, first, last, count, noise_level, latent)
+        fake = band_frames(model, recordings, first, last, count, noise_level, latent)
         out[band_name(first, last)] = two_sample_test(judged, fake).to_dict()
     if freerun_tail is not None and len(freerun_tail) >= 8:
         out[f"last {len(freerun_tail)} of the free run"] = two_sample_test(

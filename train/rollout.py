@@ -1,16 +1,66 @@
-"""A model's dream in torch, on a batch, for training and evaluation: each
-prediction fed back into the rolling window of K frames, a latent model's latent
-held (moved with the view and refreshed as the sticks push) or drawn fresh.
-Training's roll-in and evaluation's rollouts both dream through ``dream``."""
+"""A model's dreams in training and evaluation.
+
+Evaluation dreams as a player does: each sample is an ``export.dream.Dream``
+(the K-frame window, the held latent and its motion, the noise level), stepped
+in one batch through ``ModelStepper``, the model as a dream's stepper. The
+roll-in dreams in torch on the training device (``dream``): each prediction fed
+back into the window, a latent model's latent held (moved with the view by the
+model's ``refresh_latent``) or drawn fresh.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from export.dream import check_latent_mode
+from export.dream import Dream, step_dreams
+from export.manifest import Manifest
+from export.model_manifest import manifest_for
 from models import WorldModel
+
+
+class ModelStepper:
+    """A ``WorldModel`` as a dream's stepper: numpy inputs in, next frames
+    ``(B, 3, H, W)`` out as float32 numpy clamped to [0, 1], run in float32 on
+    the device the model is on."""
+
+    def __init__(self, model: WorldModel) -> None:
+        self.model = model.eval()
+        self.manifest: Manifest = manifest_for(model)
+        self.device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def step(self, frames: Any, controls: Any, noise_level: Any = None,
+             latent: Any = None) -> np.ndarray:
+        def tensor(x: Any) -> torch.Tensor | None:
+            return None if x is None else torch.as_tensor(x, device=self.device)
+        out = self.model(tensor(frames), tensor(controls), tensor(noise_level), tensor(latent))
+        return out.float().clamp(0.0, 1.0).cpu().numpy()
+
+
+def dream_rollouts(model: WorldModel, context: torch.Tensor | np.ndarray, controls: Any,
+                   noise_level: float = 0.0, latent: str = "hold",
+                   seeds: Sequence[int] | None = None) -> np.ndarray:
+    """One ``Dream`` per sample from context ``(B, K, 3, H, W)`` in [0, 1], stepped
+    together under controls ``(B, T, C)``, told ``noise_level``; dream ``i``'s
+    latent is drawn from ``seeds[i]`` (default: ``i``) and held or ``fresh``.
+    Returns the frames ``(B, T, 3, H, W)``, float32 in [0, 1]."""
+    stepper = ModelStepper(model)
+    frames = np.asarray(context.detach().cpu() if isinstance(context, torch.Tensor)
+                        else context, np.float32)
+    sticks = np.asarray(controls.detach().cpu() if isinstance(controls, torch.Tensor)
+                        else controls, np.float32)
+    seeds = list(range(len(frames))) if seeds is None else list(seeds)
+    dreams = [Dream(stepper.manifest, latent, seed, noise_level) for seed in seeds]
+    for d, start, seed in zip(dreams, frames, seeds, strict=True):
+        d.reset(start, seed)
+    steps = [step_dreams(stepper, dreams, sticks[:, t]) for t in range(sticks.shape[1])]
+    return np.stack(steps, axis=1) if steps else np.zeros((len(frames), 0, *frames.shape[2:]),
+                                                           np.float32)
 
 
 @torch.no_grad()
@@ -35,24 +85,13 @@ def dream(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,
     return torch.stack(out, dim=1)
 
 
-def held_latent(model: WorldModel, batch: int, mode: str,
-                device: torch.device | str = "cpu") -> torch.Tensor | None:
-    """The ``latent`` argument of ``dream`` for a latent ``mode`` (``hold`` or ``fresh``):
-    one draw per sample to hold (``hold``), or None (``fresh``: one every step)."""
-    check_latent_mode(mode)
-    return model.draw_latent(batch, device) if mode == "hold" else None
-
-
 def free_run(model: WorldModel, context: torch.Tensor, controls: np.ndarray,
-             noise_level: float = 0.0, latent: str = "hold") -> np.ndarray:
-    """Dream ``len(controls)`` steps from one context ``(1, K, 3, H, W)``, each
-    prediction fed back, a latent model's latent held or fresh (``latent``);
-    returns ``(T, 3, H, W)`` float32 frames in [0, 1]."""
-    model.eval()
-    sticks = torch.as_tensor(controls, dtype=torch.float32, device=context.device)[None]
-    level = model.noise_input(1, noise_level, context.device)
-    z = held_latent(model, 1, latent, context.device)
-    return dream(model, context, sticks, level, z)[0].cpu().numpy()
+             noise_level: float = 0.0, latent: str = "hold", seed: int = 0) -> np.ndarray:
+    """Dream ``len(controls)`` steps from one context ``(1, K, 3, H, W)``, a latent
+    model's latent drawn from ``seed`` and held or ``fresh``; returns
+    ``(T, 3, H, W)`` float32 frames in [0, 1]."""
+    return dream_rollouts(model, context, np.asarray(controls)[None], noise_level, latent,
+                          [seed])[0]
 
 
 def roll_in(net: nn.Module, context: torch.Tensor, controls: torch.Tensor,

@@ -19,7 +19,7 @@ from train.data import (
     to_model_inputs,
     transition_rows,
 )
-from train.rollout import dream, held_latent
+from train.rollout import dream_rollouts
 
 
 @torch.no_grad()
@@ -84,7 +84,7 @@ def best_shift(a: np.ndarray, b: np.ndarray, reach: int = 8) -> np.ndarray:
 
 
 @torch.no_grad()
-def view_motion(model: WorldModel, recordings: Sequence[Frames], device: torch.device,
+def view_motion(model: WorldModel, recordings: Sequence[Frames],
                 noise_level: float = 0.0, starts: int = 24, steps: int = 12,
                 pushed: float = 0.9) -> dict[str, dict[str, list[float]]]:
     """How far each stick axis moves the view a step, in the dream and in the game.
@@ -113,8 +113,7 @@ def view_motion(model: WorldModel, recordings: Sequence[Frames], device: torch.d
     chosen = [candidates[i] for i in evenly_spaced(len(candidates), starts)]
     if not chosen:
         return {}
-    context = torch.stack([start_context(f, K, i) for f, i in chosen]).to(device)
-    level = model.noise_input(len(context), noise_level, device)
+    context = torch.stack([start_context(f, K, i) for f, i in chosen])
     out: dict[str, dict[str, list[float]]] = {}
     for axis, name in enumerate(names):
         idx = np.flatnonzero(np.abs(applied[:, axis]) >= pushed)
@@ -124,12 +123,10 @@ def view_motion(model: WorldModel, recordings: Sequence[Frames], device: torch.d
         game = best_shift(frames_of(idx, 0), frames_of(idx, 1))
         moved = []
         for sign in (1.0, -1.0):
-            torch.manual_seed(0)
-            sticks = torch.zeros(len(context), steps, C, device=device)
+            sticks = np.zeros((len(context), steps, C), np.float32)
             sticks[..., axis] = sign
-            z = held_latent(model, len(context), "hold", device)
-            seq = torch.cat([context[:, -1:], dream(model, context, sticks, level, z)], 1)
-            seq_np = seq.cpu().numpy()
+            dreamt = dream_rollouts(model, context, sticks, noise_level)
+            seq_np = np.concatenate([context[:, -1:].numpy(), dreamt], axis=1)
             moved.append(best_shift(seq_np[:, :-1].reshape(-1, *seq_np.shape[2:]),
                                     seq_np[:, 1:].reshape(-1, *seq_np.shape[2:])).mean(0))
         out[name] = {"game": [float(x) for x in (game * np.sign(applied[idx, axis])[:, None]
