@@ -69,6 +69,11 @@ def eval_table(report: dict[str, Any]) -> str:
         f"<td>{_gain(r['psnr_gain_db'])}</td><td>{still(r)}</td><td>{r['ssim']:.3f}</td>"
         f"<td>{r['copy_ssim']:.3f}</td><td>{n}</td></tr>"
         for name, r, n in rows)
+    if "likely_psnr" in o:  # a drawing head's most likely frame, no drawing
+        body += (f"<tr><td>1 step, most likely codes</td><td>{o['likely_psnr']:.2f} dB</td>"
+                 f"<td>{o['copy_psnr']:.2f} dB</td>"
+                 f"<td>{_gain(o['likely_psnr'] - o['copy_psnr'])}</td><td>–</td><td>–</td>"
+                 f"<td>–</td><td>{report['samples']}</td></tr>")
     return ("<table><tr><th>held-out</th><th>PSNR model</th><th>PSNR copy-last</th>"
             "<th>gain</th><th title=\"the held-out recording's mean picture: a dream faded "
             "to a blur scores about as much\">PSNR mean frame</th><th>SSIM model</th>"

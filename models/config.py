@@ -97,6 +97,13 @@ class WorldModelConfig:
             detail) times N(0, 1) noise that is part of the latent, held like
             the codes' noise. A code is the mean of its patches: without grain
             a painted frame loses the fine texture the mean averages away.
+        codebook_rounds: Draw a frame's codes in this many parallel rounds
+            (MaskGIT): each round draws every patch not yet settled given the
+            codes its neighbours settled on, and settles the most confident,
+            so neighbouring patches agree. 1: every code drawn at once, each
+            patch alone. More than one adds a refiner trained to predict
+            hidden codes from the settled ones.
+        codebook_refiner: The refiner's channels (``codebook_rounds`` > 1).
         codebook_refresh: A dream holds its sampling noise, so a picture at rest
             stays still; each step redraws this share of it times the largest
             stick deflection, so a moving view keeps finding new detail.
@@ -146,6 +153,8 @@ class WorldModelConfig:
     codebook_temperature: float = 0.8
     codebook_grain: bool = False
     codebook_refresh: float = 0.1
+    codebook_rounds: int = 1
+    codebook_refiner: int = 64
 
     def __post_init__(self) -> None:
         positive = ("height", "width", "context_frames", "control_dim", "embed_dim", "depth",
@@ -185,6 +194,9 @@ class WorldModelConfig:
             if self.codebook_temperature < 0:
                 raise ValueError(f"codebook_temperature must be >= 0, got "
                                  f"{self.codebook_temperature}")
+            if self.codebook_rounds < 1 or self.codebook_refiner < 1:
+                raise ValueError(f"codebook_rounds and codebook_refiner must be >= 1, got "
+                                 f"{self.codebook_rounds} and {self.codebook_refiner}")
             if not 0.0 <= self.codebook_refresh <= 1.0:
                 raise ValueError(f"codebook_refresh must be in [0, 1], got "
                                  f"{self.codebook_refresh}")

@@ -55,6 +55,8 @@ def parameter_counts(model: WorldModel) -> dict[str, int]:
         "transformer": torch.nn.ModuleList(trunk),
         "decoder": model.decoder,
     }
+    if model.refiner is not None:
+        parts["code refiner"] = model.refiner
     counts = {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
     counts["registers"] = 0 if model.registers is None else model.registers.numel()
     counts["total"] = model.num_parameters()
@@ -63,7 +65,8 @@ def parameter_counts(model: WorldModel) -> dict[str, int]:
 
 def flop_counts(model: WorldModel) -> dict[str, float]:
     """GFLOPs of one frame per stage, counted by ``FlopCounterMode`` (matmuls,
-    convolutions and attention; norms and activations are not counted)."""
+    convolutions and attention; norms and activations are not counted). The
+    decoder's share holds every round of a codebook model's drawing."""
     c = model.config
     p = next(model.parameters())
     frames = torch.rand(1, c.context_frames, 3, c.height, c.width, device=p.device)

@@ -9,7 +9,7 @@ from torch.utils.checkpoint import checkpoint
 
 from models.attention import AdaptiveNorm, Attention, TransformerBlock, modulate
 from models.blocks import Mlp
-from models.codebook import nearest_code, patchify, unpatchify
+from models.codebook import CodeRefiner, gumbel_noise, nearest_code, patchify, unpatchify
 from models.config import FLOW_PIXELS, WorldModelConfig
 from models.decoder import CNNDecoder
 from models.held_latent import HeldLatent
@@ -79,6 +79,10 @@ class WorldModel(HeldLatent, nn.Module):
             self.decoder = CNNDecoder(c.embed_dim, c.decoder_filters, c.decoder_blocks,
                                       c.grid_size, c.activation, c.conv_norm,
                                       out_channels=5 if warp else 3)
+        self.refiner: CodeRefiner | None = None
+        if c.output_mode == "codebook" and c.codebook_rounds > 1:
+            self.refiner = CodeRefiner(c.codebook_size, c.code_grid, c.codebook_refiner,
+                                       c.activation, c.conv_norm)
         if warp or c.stick_view:  # where each pixel samples the last frame, before the motion
             identity = torch.eye(2, 3)[None]
             self.register_buffer("sample_grid", F.affine_grid(
@@ -244,37 +248,62 @@ class WorldModel(HeldLatent, nn.Module):
         at temperature 0 and in training mode (the roll-in's dreams), else
         Gumbel-max draws at ``codebook_temperature`` whose Gumbel noise comes from
         ``latent`` ``(B, code_latent_size)`` N(0, 1) draws (fresh ones when None),
-        so a held latent draws the same codes from the same logits."""
+        so a held latent draws the same codes from the same logits. With a
+        refiner the draws take ``codebook_rounds`` rounds (``CodeRefiner.draw``;
+        one in training mode)."""
         temperature = self.config.codebook_temperature
-        if temperature <= 0 or self.training:
+        gumbel = None
+        if temperature > 0 and not self.training:
+            if latent is None:
+                latent = torch.randn(logits.shape, device=logits.device)
+            gumbel = gumbel_noise(latent, logits.shape)
+        if self.refiner is not None:
+            rounds = 1 if self.training else self.config.codebook_rounds
+            return self.refiner.draw(logits, rounds, temperature, gumbel)
+        if gumbel is None:
             return logits.argmax(1)
-        if latent is None:
-            latent = torch.randn(logits.shape, device=logits.device)
-        # N(0, 1) -> uniform (its CDF) -> Gumbel; the clamp keeps both logs finite.
-        uniform = (0.5 * (1.0 + torch.erf(latent.float() * 0.7071067811865476))).clamp(
-            1e-7, 1.0 - 1e-7)
-        gumbel = -torch.log(-torch.log(uniform)).reshape(logits.shape)
         return (logits.float() / temperature + gumbel).argmax(1)
 
     def code_logits(self, frames: torch.Tensor, controls: torch.Tensor,
-                    noise_level: torch.Tensor | None = None) -> torch.Tensor:
+                    noise_level: torch.Tensor | None = None,
+                    settled: torch.Tensor | None = None) -> torch.Tensor:
         """``codebook`` mode: ``(B, codebook_size, h, w)`` logits of the next frame's
-        patches; ``forward`` paints the codes ``pick_codes`` draws from them."""
+        patches; ``forward`` paints the codes ``pick_codes`` draws from them.
+        With a refiner, given the ``(B, h, w)`` codes already ``settled``
+        (``codebook_size`` where none is): the refiner's logits."""
         if self.config.output_mode != "codebook":
             raise ValueError(f"code_logits needs output_mode 'codebook', this model's is "
                              f"{self.config.output_mode!r}")
         tokens = self.tokenize(frames, controls)
-        return self.decoder(self.trunk(tokens, self.embed_action(controls, noise_level)))
+        logits = self.decoder(self.trunk(tokens, self.embed_action(controls, noise_level)))
+        if settled is None or self.refiner is None:
+            return logits
+        return self.refiner(logits, settled)
+
+    @torch.no_grad()
+    def most_likely(self, frames: torch.Tensor, controls: torch.Tensor,
+                    noise_level: torch.Tensor | None = None) -> torch.Tensor:
+        """A codebook model's most likely next frame: the most likely codes (each
+        round's, with a refiner) painted without grain; others' ``forward``."""
+        if self.config.output_mode != "codebook":
+            return self(frames, controls, noise_level)
+        logits = self.code_logits(frames, controls, noise_level)
+        codes = (logits.argmax(1) if self.refiner is None else
+                 self.refiner.draw(logits, self.config.codebook_rounds, 1.0, None))
+        still = torch.zeros(len(codes), 3 * self.config.height * self.config.width,
+                            device=codes.device) if self.config.codebook_grain else None
+        return self.paint(codes, still)
 
     def forward(self, frames: torch.Tensor, controls: torch.Tensor,
                 noise_level: torch.Tensor | None = None,
-                latent: torch.Tensor | None = None, logits: bool = False) -> torch.Tensor:
+                latent: torch.Tensor | None = None, logits: bool = False,
+                settled: torch.Tensor | None = None) -> torch.Tensor:
         """The next frame; with ``logits`` (``codebook`` mode, training), its code
-        logits instead (see ``code_logits``)."""
+        logits instead, given the codes ``settled`` (see ``code_logits``)."""
         if not _is_tracing():  # a trace would freeze these checks as constants
             self.check_inputs(frames, controls, noise_level, latent)
-        if logits:
-            return self.code_logits(frames, controls, noise_level)  # the latent only draws
+        if logits:  # the latent only draws
+            return self.code_logits(frames, controls, noise_level, settled)
         tokens = self.tokenize(frames, controls)
         tokens = self.trunk(tokens, self.embed_action(controls, noise_level, latent))
         return self.decode(tokens, frames[:, -1], latent)

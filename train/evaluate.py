@@ -55,7 +55,9 @@ def one_step_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray
                      noise_level: float = 0.0, still: torch.Tensor | None = None,
                      ) -> dict[str, float]:
     """Mean PSNR, SSIM and L1 of one-step predictions, and of copy-last-frame;
-    with a ``still`` picture ``(3, H, W)`` (``mean_frame``), its PSNR too.
+    with a ``still`` picture ``(3, H, W)`` (``mean_frame``), its PSNR too; for a
+    model that draws its frame (codebook), the PSNR of its most likely frame
+    (``likely_psnr``, ``WorldModel.most_likely``) beside the drawn one's.
     ``noise_level`` is what a noise-conditioned model is told (ignored otherwise)."""
     was_training = model.training
     model.eval()
@@ -66,8 +68,12 @@ def one_step_metrics(model: WorldModel, data: TransitionSet, indices: np.ndarray
         context, controls, targets = to_model_inputs(
             data.batch(indices[start:start + batch_size]), device, K)
         with autocast():
-            pred = model(context, controls[:, 0],
-                         model.noise_input(len(context), noise_level, device)).float()
+            level = model.noise_input(len(context), noise_level, device)
+            pred = model(context, controls[:, 0], level).float()
+            if model.config.output_mode == "codebook":
+                likely = model.most_likely(context, controls[:, 0], level).float()
+                sums["likely_psnr"] = sums.get("likely_psnr", 0.0) + float(
+                    psnr(likely, targets[:, 0]).sum())
         target, last = targets[:, 0], context[:, -1]
         for name, value in (("psnr", psnr(pred, target)), ("ssim", ssim(pred, target)),
                             ("l1", (pred - target).abs().flatten(1).mean(1)),

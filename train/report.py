@@ -94,6 +94,10 @@ def format_report(report: dict[str, Any]) -> str:
              f"{o['psnr_gain_db']:>+7.2f} dB {still(o)}   (SSIM {o['ssim']:.3f} vs "
              f"{o['copy_ssim']:.3f}, L1 {o['l1']:.4f} vs {o['copy_l1']:.4f}; "
              f"{report['samples']} samples)"]
+    if "likely_psnr" in o:
+        lines.append(f"{'most likely':<14}{o['likely_psnr']:>9.2f} {o['copy_psnr']:>10.2f}  "
+                     f"{o['likely_psnr'] - o['copy_psnr']:>+7.2f} dB   (1 step, the most "
+                     f"likely codes painted without grain: no drawing)")
     for h, r in report.get("rollout", {}).items():
         spread = (f", gain ±{1.96 * r['psnr_gain_se']:.2f} dB at 95%"
                   if math.isfinite(r.get("psnr_gain_se", math.nan)) else "")

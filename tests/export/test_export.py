@@ -45,6 +45,12 @@ VARIANTS = {
                           "model.conv_norm": "layer", "model.output_mode": "codebook",
                           "model.codebook_size": 16, "model.codebook_patch": 2,
                           "model.codebook_grain": True, "model.stick_view": True},
+    # Codes drawn in parallel rounds: a refiner run once a round, a top-k of the
+    # most confident draws settled, every round inside the graph.
+    "adaln-k2-codebook-rounds": {"model.attention_mode": "adaln", "model.context_frames": 2,
+                                 "model.conv_norm": "layer", "model.output_mode": "codebook",
+                                 "model.codebook_size": 16, "model.codebook_patch": 2,
+                                 "model.codebook_rounds": 3, "model.codebook_refiner": 8},
     # A latent, trained with the CRPS: a last input of N(0, 1) draws, and no noise_level
     # before it.
     "adaln-k2-latent": {"model.attention_mode": "adaln", "model.context_frames": 2,

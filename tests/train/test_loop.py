@@ -59,14 +59,15 @@ def test_fit_writes_checkpoints_config_and_metrics(tmp_path: Path) -> None:
     assert load_checkpoint(run / "best.pt")["best_val_psnr"] == pytest.approx(best)
 
 
-@pytest.mark.parametrize("grain", [False, True])
+@pytest.mark.parametrize(("grain", "rounds"), [(False, 1), (True, 1), (True, 3)])
 def test_a_codebook_run_fits_its_codebook_to_the_recording_and_keeps_it(
-        tmp_path: Path, grain: bool) -> None:
+        tmp_path: Path, grain: bool, rounds: int) -> None:
     rec = moving_square_recording(tmp_path / "rec")
     config = baby_config(rec, **{"model.output_mode": "codebook", "model.codebook_size": 4,
                                  "model.codebook_patch": 2, "unroll.schedule": "1,2",
                                  "unroll.boundaries": "0.5", "unroll.rollin": 2,
-                                 "model.codebook_grain": grain})
+                                 "model.codebook_grain": grain,
+                                 "model.codebook_rounds": rounds, "model.codebook_refiner": 8})
     fit(config, tmp_path / "run")
     logged = rows(tmp_path / "run")
     assert all(float(r["ce"]) > 0 for r in logged if r["loss"])
@@ -78,6 +79,11 @@ def test_a_codebook_run_fits_its_codebook_to_the_recording_and_keeps_it(
     error = (model.paint(model.codes_of(real)) - real).abs().max()
     assert error < 0.1, error
     assert model(real[:, None], torch.zeros(12, 4)).shape == (12, 3, 16, 16)
+    likely = model.most_likely(real[:, None], torch.zeros(12, 4))
+    torch.testing.assert_close(likely, model.most_likely(real[:, None], torch.zeros(12, 4)))
+    if rounds > 1:  # the refiner learned from the hidden codes: its change left zero
+        assert model.refiner is not None
+        assert float(model.refiner.out.weight.detach().abs().max()) > 0
     if grain:  # the grain's spread is fitted with the codes and kept beside them
         state = load_checkpoint(tmp_path / "run" / "latest.pt")
         torch.testing.assert_close(model.codebook_spread, state["ema"]["codebook_spread"])
