@@ -9,14 +9,15 @@ from torch.utils.checkpoint import checkpoint
 
 from models.attention import AdaptiveNorm, Attention, TransformerBlock, modulate
 from models.blocks import Mlp
-from models.codebook import CodeRefiner, gumbel_noise, nearest_code, patchify, unpatchify
+from models.codebook import CodeRefiner
+from models.codebook_head import CodebookHead
 from models.config import FLOW_PIXELS, WorldModelConfig
 from models.decoder import CNNDecoder
 from models.held_latent import HeldLatent
 from models.tokenizer import ActionEmbed, ConvTokenizer
 
 
-class WorldModel(HeldLatent, nn.Module):
+class WorldModel(HeldLatent, CodebookHead, nn.Module):
     """Predicts the next RGB frame from the last K frames and the controls.
 
     ``forward(frames, controls)`` maps ``(B, K, 3, H, W)`` frames in [0, 1] and
@@ -34,8 +35,6 @@ class WorldModel(HeldLatent, nn.Module):
 
     sample_grid: torch.Tensor  # in ``warp`` mode or with ``stick_view``: the identity grid
     motion_scale: torch.Tensor  # and the grid units of one unit of raw motion (x, y)
-    codebook: torch.Tensor  # in ``codebook`` output mode: (codebook_size, 3 * patch^2) patches
-    codebook_spread: torch.Tensor  # and with ``codebook_grain``, their grain's spread, alike
 
     def __init__(self, config: WorldModelConfig) -> None:
         super().__init__()
@@ -209,61 +208,6 @@ class WorldModel(HeldLatent, nn.Module):
         return F.grid_sample(frame.float(), grid, mode="bicubic", padding_mode="border",
                              align_corners=False)
 
-    # -- codebook output -----------------------------------------------------
-
-    def paint(self, codes: torch.Tensor, grain: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, h, w)`` code indices -> ``(B, 3, H, W)`` frame of codebook patches;
-        with ``codebook_grain``, each plus its spread times ``grain``, ``(B, 3 * H * W)``
-        N(0, 1) draws (fresh ones when None), clamped to [0, 1]."""
-        patches = self.codebook[codes]
-        if self.config.codebook_grain:
-            noise = torch.randn_like(patches) if grain is None else grain.reshape(patches.shape)
-            patches = (patches + self.codebook_spread[codes] * noise.to(patches.dtype)).clamp(
-                0.0, 1.0)
-        return unpatchify(patches, self.config.codebook_patch)
-
-    def codes_of(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, H, W)`` frames -> ``(B, h, w)`` index of each patch's nearest code."""
-        return nearest_code(patchify(frames, self.config.codebook_patch), self.codebook)
-
-    @torch.no_grad()
-    def set_codebook(self, patches: torch.Tensor, spread: torch.Tensor | None = None) -> None:
-        """Install ``(codebook_size, 3 * patch^2)`` codebook patches in [0, 1], and
-        with ``codebook_grain`` their grain's ``spread`` of the same shape."""
-        if (spread is not None) != self.config.codebook_grain:
-            raise ValueError("a model with codebook_grain needs its codes' spread"
-                             if spread is None else
-                             "this model has no codebook_grain: it takes no spread")
-        for name, value in (("codebook", patches), ("codebook_spread", spread)):
-            if value is None:
-                continue
-            if tuple(value.shape) != tuple(self.codebook.shape):
-                raise ValueError(f"a {name} must have shape {tuple(self.codebook.shape)}, "
-                                 f"got {tuple(value.shape)}")
-            getattr(self, name).copy_(value)
-
-    def pick_codes(self, logits: torch.Tensor, latent: torch.Tensor | None = None
-                   ) -> torch.Tensor:
-        """``(B, codebook_size, h, w)`` logits -> ``(B, h, w)`` codes: the most likely
-        at temperature 0 and in training mode (the roll-in's dreams), else
-        Gumbel-max draws at ``codebook_temperature`` whose Gumbel noise comes from
-        ``latent`` ``(B, code_latent_size)`` N(0, 1) draws (fresh ones when None),
-        so a held latent draws the same codes from the same logits. With a
-        refiner the draws take ``codebook_rounds`` rounds (``CodeRefiner.draw``;
-        one in training mode)."""
-        temperature = self.config.codebook_temperature
-        gumbel = None
-        if temperature > 0 and not self.training:
-            if latent is None:
-                latent = torch.randn(logits.shape, device=logits.device)
-            gumbel = gumbel_noise(latent, logits.shape)
-        if self.refiner is not None:
-            rounds = 1 if self.training else self.config.codebook_rounds
-            return self.refiner.draw(logits, rounds, temperature, gumbel)
-        if gumbel is None:
-            return logits.argmax(1)
-        return (logits.float() / temperature + gumbel).argmax(1)
-
     def code_logits(self, frames: torch.Tensor, controls: torch.Tensor,
                     noise_level: torch.Tensor | None = None,
                     settled: torch.Tensor | None = None) -> torch.Tensor:
@@ -279,20 +223,6 @@ class WorldModel(HeldLatent, nn.Module):
         if settled is None or self.refiner is None:
             return logits
         return self.refiner(logits, settled)
-
-    @torch.no_grad()
-    def most_likely(self, frames: torch.Tensor, controls: torch.Tensor,
-                    noise_level: torch.Tensor | None = None) -> torch.Tensor:
-        """A codebook model's most likely next frame: the most likely codes (each
-        round's, with a refiner) painted without grain; others' ``forward``."""
-        if self.config.output_mode != "codebook":
-            return self(frames, controls, noise_level)
-        logits = self.code_logits(frames, controls, noise_level)
-        codes = (logits.argmax(1) if self.refiner is None else
-                 self.refiner.draw(logits, self.config.codebook_rounds, 1.0, None))
-        still = torch.zeros(len(codes), 3 * self.config.height * self.config.width,
-                            device=codes.device) if self.config.codebook_grain else None
-        return self.paint(codes, still)
 
     def forward(self, frames: torch.Tensor, controls: torch.Tensor,
                 noise_level: torch.Tensor | None = None,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from export.cli import add_device_arg, add_dream_args
+from models.presets import preset_names
 
 EPILOG = """\
 other commands:
@@ -44,7 +45,7 @@ def fit_parser() -> argparse.ArgumentParser:
                    help="recording directory to validate on (repeatable); without it the last "
                         "10%% of each recording's episodes are held out")
     p.add_argument("--config", default="tiny",
-                   help="TOML preset in configs/ (tiny, tiny-codebook, small, base) or a path "
+                   help=f"TOML preset in configs/ ({', '.join(preset_names())}) or a path "
                         "(default: tiny)")
     p.add_argument("--run-dir", dest="run", type=Path, default=Path("runs/default"),
                    help="run directory for checkpoints and logs (default: runs/default; "
