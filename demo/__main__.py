@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="where report.html and work/ go (default: runs/demo)")
     p.add_argument("--quick", action="store_true",
                    help="about 5 minutes: less data, 2 minutes of training, shorter checks")
-    p.add_argument("--minutes", type=float, help="training budget (default: 18, quick: 2)")
+    p.add_argument("--minutes", type=float, help="training budget (default: 15, quick: 2)")
     p.add_argument("--record-steps", type=int,
                    help="training recording length (default: 12000, quick: 1500)")
     p.add_argument("--val-steps", type=int,
@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-steps", type=int, help="optimizer steps (default: the preset's)")
     p.add_argument("--frames", type=int,
                    help="frames the client plays through the server (default: 300, quick: 100)")
-    p.add_argument("--config", default="tiny-codebook",
-                   help="training preset (default: tiny-codebook, whose dreams last)")
+    p.add_argument("--config", default="tiny-rounds",
+                   help="training preset (default: tiny-rounds, whose dreams last)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-play", action="store_true", help="do not open the player at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

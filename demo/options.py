@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Any
 
 WORLD = "doom:health_gathering"
-# Doom tics a step (8.75 game frames a second). At 2 (17.5 a second) the demo's
-# preset dreams in finer steps than it can hold: its 1,000-step dream fails the
-# collapse check there (docs/long-dreams.md).
-FRAME_SKIP = 4
+# Doom tics a step: 2 is 17.5 game frames a second.
+FRAME_SKIP = 2
 
 
 @dataclass
@@ -18,7 +16,7 @@ class DemoOptions:
     """Args:
         out: Where everything goes: ``report.html`` and ``work/``.
         quick: A 5-minute version: less data, a short training, short checks.
-        minutes: Training budget (0: 18, or 2 with ``quick``); the preset's steps
+        minutes: Training budget (0: 15, or 2 with ``quick``); the preset's steps
             are scaled from its own ``max_minutes`` to it, so the learning-rate
             schedule runs its whole course.
         record_steps: Training recording length (0: 12,000, or 1,500 quick).
@@ -39,13 +37,13 @@ class DemoOptions:
     val_steps: int = 0
     train_steps: int = 0
     frames: int = 0
-    config: str = "tiny-codebook"
+    config: str = "tiny-rounds"
     device: str = "auto"
     progress: bool = True
 
     def __post_init__(self) -> None:
         q = self.quick
-        self.minutes = self.minutes or (2.0 if q else 18.0)
+        self.minutes = self.minutes or (2.0 if q else 15.0)
         self.record_steps = self.record_steps or (1500 if q else 12_000)
         self.val_steps = self.val_steps or (600 if q else 2500)
         self.frames = self.frames or (100 if q else 300)

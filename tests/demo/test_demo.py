@@ -46,9 +46,9 @@ def test_quick_demo_writes_a_self_contained_report_and_reuses_its_work(tmp_path:
     assert len(re.findall(r'<video [^>]*src="data:video/mp4;base64,', report)) == 1
     assert not re.search(r'(src|href)="(https?:|/|\.\.?/)', report)
     work = tmp_path / "work"
-    assert json.loads((work / "recordings" / "doom-skip4" / "meta.json").read_text())[
-        "fps"] == 8.75
-    for made in ("recordings/doom-skip4/meta.json", "run/latest.pt", "bundle/manifest.json",
+    assert json.loads((work / "recordings" / "doom-skip2" / "meta.json").read_text())[
+        "fps"] == 17.5
+    for made in ("recordings/doom-skip2/meta.json", "run/latest.pt", "bundle/manifest.json",
                  "eval/eval.json", "served.gif"):
         assert (work / made).is_file(), made
     checkpoint = (work / "run" / "latest.pt").stat().st_mtime_ns
