@@ -50,17 +50,14 @@ def dream_rollouts(model: WorldModel, context: torch.Tensor | np.ndarray, contro
     latent is drawn from ``seeds[i]`` (default: ``i``) and held or ``fresh``.
     Returns the frames ``(B, T, 3, H, W)``, float32 in [0, 1]."""
     stepper = ModelStepper(model)
-    frames = np.asarray(context.detach().cpu() if isinstance(context, torch.Tensor)
-                        else context, np.float32)
-    sticks = np.asarray(controls.detach().cpu() if isinstance(controls, torch.Tensor)
-                        else controls, np.float32)
+    frames, sticks = (np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x,
+                                 np.float32) for x in (context, controls))
     seeds = list(range(len(frames))) if seeds is None else list(seeds)
     dreams = [Dream(stepper.manifest, latent, seed, noise_level) for seed in seeds]
     for d, start, seed in zip(dreams, frames, seeds, strict=True):
         d.reset(start, seed)
-    steps = [step_dreams(stepper, dreams, sticks[:, t]) for t in range(sticks.shape[1])]
-    return np.stack(steps, axis=1) if steps else np.zeros((len(frames), 0, *frames.shape[2:]),
-                                                           np.float32)
+    return np.stack([step_dreams(stepper, dreams, sticks[:, t])
+                     for t in range(sticks.shape[1])], axis=1)
 
 
 @torch.no_grad()
