@@ -75,11 +75,14 @@ def code_spread(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
 
 def gumbel_noise(latent: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """Gumbel noise of ``shape`` made from N(0, 1) draws ``latent`` (their CDF is
-    uniform; the clamp keeps both logs finite), so a held latent draws the same
-    codes from the same logits."""
-    uniform = (0.5 * (1.0 + torch.erf(latent.float() * 0.7071067811865476))).clamp(
-        1e-7, 1.0 - 1e-7)
-    return -torch.log(-torch.log(uniform)).reshape(shape)
+    uniform), so a held latent draws the same codes from the same logits."""
+    uniform = 0.5 * (1.0 + torch.erf(latent.float() * 0.7071067811865476))
+    return gumbel_from_uniform(uniform).reshape(shape)
+
+
+def gumbel_from_uniform(uniform: torch.Tensor) -> torch.Tensor:
+    """Gumbel noise from uniform draws in [0, 1] (clamped so both logs stay finite)."""
+    return -torch.log(-torch.log(uniform.clamp(1e-7, 1.0 - 1e-7)))
 
 
 def known_after_rounds(patches: int, rounds: int) -> list[int]:
@@ -114,8 +117,7 @@ class CodeRefiner(nn.Module):
         super().__init__()
         self.mask_code, self.grid = codes, grid
         uniform = torch.rand(grid[0] * grid[1], generator=torch.Generator().manual_seed(0))
-        self.register_buffer("order_noise", -torch.log(-torch.log(uniform.clamp(1e-7, 1 - 1e-7))),
-                             persistent=False)
+        self.register_buffer("order_noise", gumbel_from_uniform(uniform), persistent=False)
         self.settled = nn.Embedding(codes + 1, channels)
         self.belief = nn.Conv2d(codes, channels, 1)
         self.mix = nn.Sequential(ResNetBlock(channels, channels, activation, norm=norm),

@@ -56,21 +56,26 @@ class CodebookHead:
 
     def pick_codes(self, logits: torch.Tensor, latent: torch.Tensor | None = None
                    ) -> torch.Tensor:
-        """``(B, code_classes, h, w)`` logits -> ``(B, h, w)`` codes: the most likely
+        """``(B, codebook_size, h, w)`` logits -> ``(B, h, w)`` codes: the most likely
         at temperature 0 and in training mode (the roll-in's dreams), else
         Gumbel-max draws at ``codebook_temperature`` whose Gumbel noise comes from
         ``latent`` ``(B, code_latent_size)`` N(0, 1) draws (fresh ones when None),
         so a held latent draws the same codes from the same logits. With a
         refiner the draws take ``codebook_rounds`` rounds (``CodeRefiner.draw``;
         one in training mode)."""
-        temperature = self.config.codebook_temperature
         gumbel = None
-        if temperature > 0 and not self.training:
+        if self.config.codebook_temperature > 0 and not self.training:
             if latent is None:
                 latent = torch.randn(logits.shape, device=logits.device)
             gumbel = gumbel_noise(latent, logits.shape)
+        return self._draw(logits, gumbel, 1 if self.training else self.config.codebook_rounds)
+
+    def _draw(self, logits: torch.Tensor, gumbel: torch.Tensor | None,
+              rounds: int) -> torch.Tensor:
+        """Codes from ``logits``: Gumbel-max with ``gumbel`` at the temperature (the
+        most likely when it is None), in ``rounds`` rounds with a refiner."""
+        temperature = self.config.codebook_temperature
         if self.refiner is not None:
-            rounds = 1 if self.training else self.config.codebook_rounds
             return self.refiner.draw(logits, rounds, temperature, gumbel)
         if gumbel is None:
             return logits.argmax(1)
@@ -82,9 +87,8 @@ class CodebookHead:
         """The most likely next frame of a codebook model: the most likely codes
         (each round's, with a refiner) painted without grain."""
         c = self.config
-        logits = self.code_logits(frames, controls, noise_level)
-        codes = (logits.argmax(1) if self.refiner is None else
-                 self.refiner.draw(logits, c.codebook_rounds, 1.0, None))
+        codes = self._draw(self.code_logits(frames, controls, noise_level), None,
+                           c.codebook_rounds)
         still = torch.zeros(len(codes), 3 * c.height * c.width,
                             device=codes.device) if c.codebook_grain else None
         return self.paint(codes, still)
