@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from export.cli import add_fps_arg, add_model_args
-from play.pads import PadInput, parse_axis_map
+from play.pads import PAD_CONTROLS, PadInput, parse_axis_map
 from play.worlds import MissingExtra, require
 
 
@@ -44,6 +44,52 @@ def _record(args: argparse.Namespace) -> int:
     if stats.stopped:
         print(f"stopped early: {stats.stopped}")
     print(format_coverage(stats, world.control_names))
+    return 0
+
+
+def _capture(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from play.capture import (
+        CaptureError,
+        CaptureInputs,
+        CaptureOptions,
+        Preview,
+        capture,
+        init_pygame,
+        open_screen,
+        parse_region,
+        start_hotkeys,
+    )
+    from play.record import parse_size
+
+    names = tuple(n.strip() for n in args.controls.split(",") if n.strip())
+    if unknown := sorted(set(names) - set(PAD_CONTROLS)):
+        raise ValueError(f"--controls: unknown {', '.join(unknown)}; choose from "
+                         f"{', '.join(PAD_CONTROLS)}")
+    options = CaptureOptions(args.fps, parse_size(args.size), names, args.paused, args.frames,
+                             args.seconds)
+    try:
+        source = open_screen(args.window, parse_region(args.region) if args.region else None,
+                             args.monitor)
+    except CaptureError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    init_pygame(args.preview)
+    hotkeys = None if args.no_keys else start_hotkeys(args.toggle_key, args.end_key)
+    inputs = CaptureInputs(PadInput(dead_zone=args.dead_zone, axis_map=args.axis_map),
+                           args.toggle_button, hotkeys, args.toggle_key)
+    print(f"capturing {source.description} at {args.fps:g} frames/s into {args.out}; "
+          f"{args.toggle_button} on the pad or {args.toggle_key.upper()} starts and stops, "
+          f"{args.end_key.upper()} or Ctrl-C ends")
+    try:
+        with tqdm(unit="frame", disable=args.quiet) as bar:
+            stats = capture(source, inputs, args.out, options,
+                            Preview() if args.preview else None, progress=bar.update)
+    finally:
+        inputs.close()
+        source.close()
+    print(stats.summary())
     return 0
 
 
@@ -186,6 +232,51 @@ def _add_record(sub: Any) -> None:
     rec.set_defaults(func=_record)
 
 
+def _add_capture(sub: Any) -> None:
+    cap = sub.add_parser(
+        "capture", help="record any game window (or screen region) with the gamepad",
+        description="Record a game you play on this desktop, whatever it is: a window (by "
+                    "title), a region or a monitor of the screen, grabbed at --fps, with the "
+                    "connected gamepad's sticks, triggers and buttons, into the recording "
+                    "format. Each line holds the controls held just before its frame was "
+                    "grabbed and the grab's time; frames are resized to --size as written. "
+                    "Frames the capture cannot keep up with are counted as dropped.",
+        epilog="Keys: the pad's --toggle-button or the global --toggle-key starts and stops "
+               "recording (each start is a new episode); --end-key or Ctrl-C ends. Then: "
+               "python -m play inspect OUT, and python -m train --config auto --data OUT.")
+    where = cap.add_mutually_exclusive_group()
+    where.add_argument("--window", default=None, metavar="TITLE",
+                       help="the window whose title contains TITLE (followed if it moves)")
+    where.add_argument("--region", default=None, metavar="X,Y,W,H",
+                       help="a fixed region of the screen, in pixels")
+    where.add_argument("--monitor", type=int, default=None,
+                       help="a whole monitor, 1 being the first (the default)")
+    cap.add_argument("--out", type=Path, required=True,
+                     help="recording directory (appended to when it exists)")
+    cap.add_argument("--fps", type=float, default=15.0, help="frames a second (default 15)")
+    cap.add_argument("--size", default="64",
+                     help="frame size written: N (square) or WxH (default: 64)")
+    cap.add_argument("--controls", default=",".join(PAD_CONTROLS),
+                     help="the pad controls recorded, in order (default: the sticks, "
+                          "triggers and buttons)")
+    cap.add_argument("--toggle-button", default="back",
+                     help="pad button that starts and stops recording (default: back)")
+    cap.add_argument("--toggle-key", default="f9", help="key that does too (default: f9)")
+    cap.add_argument("--end-key", default="esc", help="key that ends (default: esc)")
+    cap.add_argument("--no-keys", action="store_true",
+                     help="no global keys: the pad and Ctrl-C only")
+    cap.add_argument("--paused", action="store_true",
+                     help="wait for the toggle before recording (default: record at once)")
+    cap.add_argument("--preview", action="store_true",
+                     help="show the frames as written in a window")
+    cap.add_argument("--frames", type=int, default=0, help="end after this many frames")
+    cap.add_argument("--seconds", type=float, default=0.0, help="end after this many seconds")
+    cap.add_argument("--dead-zone", type=float, default=0.1, help="stick dead zone")
+    _axis_map_arg(cap)
+    cap.add_argument("--quiet", action="store_true", help="no progress bar")
+    cap.set_defaults(func=_capture)
+
+
 def _add_inspect(sub: Any) -> None:
     ins = sub.add_parser("inspect", help="validate a recording and print its statistics",
                          description="Read every line and decode every image of a recording; "
@@ -235,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     _player_options(compare)
 
     _add_record(sub)
+    _add_capture(sub)
     _add_inspect(sub)
     pads = sub.add_parser("pads", help="list connected gamepads, their mapping and values",
                           description="Show every connected pad: its name, whether SDL's "

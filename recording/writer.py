@@ -91,8 +91,10 @@ class RecordingWriter:
         self.step = 0
         return self.episode
 
-    def write(self, frame: np.ndarray, controls: Sequence[float] | np.ndarray) -> None:
-        """Write one frame (``(H, W, 3)`` uint8) and the controls applied before it."""
+    def write(self, frame: np.ndarray, controls: Sequence[float] | np.ndarray,
+              timestamp: float | None = None) -> None:
+        """Write one frame (``(H, W, 3)`` uint8) and the controls applied before it;
+        ``timestamp`` (Unix seconds) is when the frame was taken, else now."""
         if self.episode < self.first_episode:
             self.new_episode()
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
@@ -106,7 +108,8 @@ class RecordingWriter:
         Image.fromarray(frame).save(tmp, format="PNG", compress_level=1)
         os.replace(tmp, final)
         # time.time() can step backwards (NTP); the log's order must not.
-        self._last_time = max(time.time(), self._last_time + 1e-6)
+        taken = time.time() if timestamp is None else timestamp
+        self._last_time = max(taken, self._last_time + 1e-6)
         line = {"frame_filename": name, **controls_to_line(controls, self.control_names),
                 "timestamp": round(self._last_time, 6), "episode": self.episode,
                 "step": self.step}

@@ -45,8 +45,9 @@ def fit_parser() -> argparse.ArgumentParser:
                    help="recording directory to validate on (repeatable); without it the last "
                         "10%% of each recording's episodes are held out")
     p.add_argument("--config", default="tiny",
-                   help=f"TOML preset in configs/ ({', '.join(preset_names())}) or a path "
-                        "(default: tiny)")
+                   help=f"TOML preset in configs/ ({', '.join(preset_names())}), a path, or "
+                        "auto: tiny-rounds on a CPU, small or base on a GPU by its memory and "
+                        "the recordings' frame size (default: tiny)")
     p.add_argument("--run-dir", dest="run", type=Path, default=Path("runs/default"),
                    help="run directory for checkpoints and logs (default: runs/default; "
                         "named so that torchrun does not take it for its --run-path)")
@@ -79,6 +80,21 @@ def fit_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _auto_preset(args: argparse.Namespace) -> str:
+    """``--config auto``: the preset for this machine and these recordings."""
+    import torch
+
+    from models.device import resolve_device
+    from train.config import auto_preset
+
+    device = resolve_device(args.device or "auto")
+    memory = (torch.cuda.get_device_properties(device).total_memory / 2**30
+              if device.type == "cuda" else None)
+    name, why = auto_preset(list(args.data or []), memory)
+    print(f"--config auto: {name} ({why})")
+    return name
+
+
 def _fit(argv: list[str]) -> int:
     from tqdm import tqdm
 
@@ -97,6 +113,8 @@ def _fit(argv: list[str]) -> int:
         overrides["data.recordings"] = args.data
     if args.val_data:
         overrides["data.val_recordings"] = args.val_data
+    if args.config == "auto":
+        args.config = _auto_preset(args)
     config = load_config(args.config, overrides)
     for d in [*config.data.recordings, *config.data.val_recordings]:
         if not Path(d).is_dir():

@@ -336,6 +336,25 @@ def load_config(name_or_path: str | Path | None = None,
     return config.replace(overrides) if overrides else config
 
 
+AUTO_BASE_MEMORY_GIB = 24  # a GPU with this much memory trains `base`
+
+
+def auto_preset(recordings: list[str], gpu_memory_gib: float | None) -> tuple[str, str]:
+    """The preset ``--config auto`` trains, and why: the CPU's dream-worthy
+    ``tiny-rounds``; on a GPU, ``base`` (128x128) when it has the memory and
+    the recordings' frames are at least 128 pixels a side, else ``small``."""
+    if gpu_memory_gib is None:
+        return "tiny-rounds", "no GPU: the tiny model, its codes drawn in rounds"
+    sides = [min(int(m.get("height", 0)), int(m.get("width", 0)))
+             for m in (read_meta(Path(d)) for d in recordings)]
+    smallest = min(sides, default=0)
+    if gpu_memory_gib >= AUTO_BASE_MEMORY_GIB and smallest >= 128:
+        return "base", f"a GPU with {gpu_memory_gib:.0f} GiB and frames of {smallest} px or more"
+    why = (f"frames of {smallest} px (base wants 128)" if smallest < 128 else
+           f"{gpu_memory_gib:.0f} GiB of GPU memory (base wants {AUTO_BASE_MEMORY_GIB})")
+    return "small", f"a GPU, {why}"
+
+
 def recordings_control_dim(recordings: list[str]) -> int | None:
     """How many controls the recordings' lines hold (their ``meta.json``'s
     control names), or None when no recording says; ``ValueError`` when two

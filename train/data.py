@@ -258,8 +258,13 @@ def build_datasets(recordings: Sequence[str | Path], val_recordings: Sequence[st
         f = load(d)
         loaded.append(f)
         val_parts.append((f, transition_rows(f, context_frames, horizon)))
-    return (TransitionSet(train_parts, context_frames, horizon),
-            TransitionSet(val_parts, context_frames, horizon), loaded)
+    train = TransitionSet(train_parts, context_frames, horizon)
+    if len(train) == 0:
+        raise RecordingError(
+            f"no training transitions in {', '.join(map(str, recordings))}: a sample needs "
+            f"{context_frames + horizon} consecutive frames of one episode (the context and "
+            "the steps the config unrolls), and no episode has that many")
+    return train, TransitionSet(val_parts, context_frames, horizon), loaded
 
 
 def evenly_spaced(n_total: int, n: int) -> np.ndarray:

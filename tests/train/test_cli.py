@@ -71,3 +71,19 @@ def test_record_train_and_evaluate_a_real_doom_recording(tmp_path: Path) -> None
     assert set(report["rollout"]) == {"1", "4"}
     assert (tmp_path / "eval" / "rollout.png").stat().st_size > 0
     assert (tmp_path / "eval" / "rollout.gif").stat().st_size > 0
+
+
+def test_config_auto_names_the_preset_it_picked(tmp_path: Path) -> None:
+    from tests.train.helpers import moving_square_recording
+
+    rec = moving_square_recording(tmp_path / "rec", steps=40)
+    result = cli("--config", "auto", "--data", str(rec), "--run-dir", str(tmp_path / "run"),
+                 "--steps", "1", "--batch-size", "2", "--device", "cpu", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "--config auto: tiny-rounds (no GPU" in result.stdout
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["model"]["codebook_rounds"] == 4
+    short = moving_square_recording(tmp_path / "short", steps=6)
+    result = cli("--config", "auto", "--data", str(short), "--run-dir", str(tmp_path / "r2"))
+    assert result.returncode == 2
+    assert "no training transitions in" in result.stderr

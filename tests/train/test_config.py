@@ -89,3 +89,23 @@ def test_configuration_reference_is_generated_from_the_code() -> None:
         documented = field_docs(cls)
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in documented]
         assert missing == [], f"{cls.__name__}: {missing}"
+
+
+def test_auto_picks_the_preset_by_machine_and_frame_size(tmp_path: Path) -> None:
+    from tests.train.helpers import moving_square_recording
+    from train.config import auto_preset
+
+    small_frames = str(moving_square_recording(tmp_path / "small", size=16))
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "meta.json").write_text('{"height": 180, "width": 320}', encoding="utf-8")
+    assert auto_preset([small_frames], None)[0] == "tiny-rounds"
+    assert auto_preset([str(big)], None)[0] == "tiny-rounds"
+    assert auto_preset([str(big)], 80.0)[0] == "base"
+    name, why = auto_preset([str(big)], 12.0)
+    assert name == "small"
+    assert "12 GiB" in why
+    name, why = auto_preset([small_frames, str(big)], 80.0)
+    assert name == "small"
+    assert "16 px" in why
+    assert all(name in preset_names() for name in ("tiny-rounds", "small", "base"))
