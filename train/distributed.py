@@ -7,6 +7,7 @@ import os
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from models.device import resolve_device
 
@@ -40,6 +41,13 @@ class Distributed:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """``module`` in DistributedDataParallel under torchrun, else itself."""
+        if self.world == 1:
+            return module
+        return nn.parallel.DistributedDataParallel(
+            module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     def barrier(self) -> None:
         if self.world > 1:

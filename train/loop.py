@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 MAX_BAD_STEPS = 20  # non-finite steps in a row before a run is declared diverged
 
 
-
-
 @dataclass
 class FitResult:
     step: int
@@ -153,11 +151,10 @@ class Trainer:
             fit_model_parts([self.model] if self.eval_model is self.model
                             else [self.model, self.eval_model], self.train_set,
                             self.config.model, self.config.seed)
-        self.net: nn.Module = self.model
-        if self.ctx.world > 1:
-            self.net = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda"
-                else None)
+        self.net: nn.Module = self.ctx.wrap(self.model)
+        # The discriminator learns as one too: its gradients averaged over the
+        # ranks (the generator's loss reads it unwrapped, its weights frozen).
+        self.disc_net = None if self.disc is None else self.ctx.wrap(self.disc)
         if self.config.compile:
             self.net = torch.compile(self.net)  # type: ignore[assignment]
         if self.ctx.main:
@@ -279,35 +276,43 @@ class Trainer:
         scaler.unscale_(optimizer)
         clip = self.config.optim.grad_clip
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else math.inf)
-        # fp16's scaler skips a step whose gradients overflowed; in bf16 and
-        # fp32 one non-finite step would poison every weight, so skip it here.
-        finite = scaler.is_enabled() or bool(torch.isfinite(norm))
-        if finite:
+        if scaler.is_enabled():  # fp16: the scaler skips an overflowing step, backs off
+            scale = scaler.get_scale()
             scaler.step(optimizer)
-            self.bad_in_a_row = 0
-        else:
-            optimizer.zero_grad(set_to_none=True)
-            self.result.skipped_steps += 1
-            self.bad_in_a_row += 1
-            log.warning("step %d: the loss or its gradient is not finite (loss %s); "
-                        "step skipped, the weights kept", step + 1, float(loss.detach()))
-            if self.bad_in_a_row >= MAX_BAD_STEPS:
-                raise TrainingDiverged(
-                    f"training diverged: {self.bad_in_a_row} steps in a row up to step "
-                    f"{step + 1} had a loss or gradient that is not finite; the last "
-                    f"checkpoint in {self.run_dir} has finite weights (try a lower optim.lr, "
-                    f"or --init from it)")
-        scaler.update()
+            scaler.update()
+            finite = scaler.get_scale() >= scale
+            if not finite:
+                self.result.skipped_steps += 1
+                log.info("step %d: fp16 gradients overflowed; step skipped", step + 1)
+        else:  # bf16 and fp32: one non-finite step would poison every weight
+            finite = bool(torch.isfinite(norm))
+            if finite:
+                optimizer.step()
+                self.bad_in_a_row = 0
+            else:
+                self._skip_bad_step(loss, step)
         self.scheduler.step()
         return finite
 
+    def _skip_bad_step(self, loss: torch.Tensor, step: int) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.result.skipped_steps += 1
+        self.bad_in_a_row += 1
+        log.warning("step %d: the loss or its gradient is not finite (loss %s); "
+                    "step skipped, the weights kept", step + 1, float(loss.detach()))
+        if self.bad_in_a_row >= MAX_BAD_STEPS:
+            raise TrainingDiverged(
+                f"training diverged: {self.bad_in_a_row} steps in a row up to step {step + 1} "
+                f"had a loss or gradient that is not finite; the last checkpoint in "
+                f"{self.run_dir} has finite weights (try a lower optim.lr, or --init from it)")
+
     def _discriminator_step(self, pred: torch.Tensor, context: torch.Tensor,
                             controls: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        assert self.disc is not None
+        assert self.disc_net is not None
         assert self.disc_opt is not None
         cond = self.config.gan.conditional
         with self.autocast():
-            loss = discriminator_loss(self.disc, targets[:, 0], pred.detach(),
+            loss = discriminator_loss(self.disc_net, targets[:, 0], pred.detach(),
                                       context if cond else None,
                                       controls[:, 0] if cond else None, self.config.gan)
         self.disc_opt.zero_grad(set_to_none=True)

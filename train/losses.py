@@ -124,8 +124,12 @@ def discriminator_loss(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor,
     """Binary cross-entropy with one-sided soft labels (real = ``real_label``) and a
     ``label_noise`` chance of flipping each label, which keeps the
     discriminator from winning outright early on."""
-    logits_real = disc(real, context, controls)
-    logits_fake = disc(fake.detach(), context, controls)
+    def twice(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else torch.cat([x, x])
+
+    # One call on both halves: under DDP a module may run once per backward.
+    logits_real, logits_fake = disc(torch.cat([real, fake.detach()]), twice(context),
+                                    twice(controls)).chunk(2)
     real_t = torch.full_like(logits_real, config.real_label)
     fake_t = torch.zeros_like(logits_fake)
     if config.label_noise > 0:

@@ -310,6 +310,46 @@ def test_torchrun_two_processes_on_gloo(tmp_path: Path) -> None:
     assert [r["unroll"] for r in logged] == ["1", "1", "2", "2"]
 
 
+DDP_GAN_WORKER = """
+import os, sys
+from pathlib import Path
+import torch
+from tests.train.helpers import baby_config
+from train.loop import Trainer
+
+out = Path(sys.argv[1])
+config = baby_config(Path(sys.argv[2]), steps=4, batch_size=2, device="cpu",
+                     **{"gan.enabled": True, "gan.start_step": 0, "gan.filters": "8,16",
+                        "checkpoint_every": 100, "eval_every": 100})
+trainer = Trainer(config, out / "run")
+trainer.start("never")
+first = {k: v.clone() for k, v in trainer.disc.state_dict().items()}
+trainer.run()
+trainer.close()
+torch.save({"first": first, "last": trainer.disc.state_dict()},
+           out / f"disc-{os.environ['RANK']}.pt")
+"""
+
+
+def test_torchrun_trains_one_discriminator_across_ranks(tmp_path: Path) -> None:
+    """Under DDP each rank draws its own batches: the discriminator's weights stay
+    equal across ranks only because its gradients are averaged like the model's."""
+    rec = moving_square_recording(tmp_path / "rec")
+    (tmp_path / "worker.py").write_text(DDP_GAN_WORKER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+           str(tmp_path / "worker.py"), str(tmp_path), str(rec)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
+                            env=env, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"disc-{r}.pt") for r in (0, 1)]
+    for name, weight in ranks[0]["last"].items():
+        torch.testing.assert_close(ranks[1]["last"][name], weight, rtol=0, atol=1e-6)
+    moved = [name for name, w in ranks[0]["last"].items()
+             if not torch.equal(w, ranks[0]["first"][name])]
+    assert len(moved) >= len(ranks[0]["last"]) // 2  # it trained: equal is not trivially so
+
+
 def test_sigkill_during_checkpoint_writes_never_leaves_a_bad_latest(tmp_path: Path) -> None:
     """A real-size model (the tiny preset, ~45 MB checkpoints) checkpoints every
     step, so a good share of the kills land inside a write."""
@@ -401,3 +441,32 @@ def test_a_stick_view_held_at_its_fit_keeps_it_through_training(
                                torch.from_numpy(weight).float(), rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(model.view_motion.bias.detach()[:2],
                                torch.from_numpy(bias).float(), rtol=1e-6, atol=1e-7)
+
+
+def test_fp16_with_a_grad_scaler_skips_overflowing_steps_and_trains(
+        tmp_path: Path, device: torch.device) -> None:
+    """fp16 autocast and torch.amp.GradScaler for real (on the CPU here, on CUDA under
+    TINYDREAMS_TEST_DEVICE=cuda): a scale too large overflows the first steps'
+    fp16 gradients; those steps are skipped and counted, the scale backs off, and
+    the steps after it train the model, discriminator included."""
+    from train.loop import Trainer
+
+    rec = moving_square_recording(tmp_path / "rec")
+    config = baby_config(rec, steps=40, batch_size=2, precision="fp16", device=str(device),
+                         eval_every=100, checkpoint_every=100,
+                         **{"gan.enabled": True, "gan.start_step": 0, "gan.filters": "8,16"})
+    trainer = Trainer(config, tmp_path / "run")
+    trainer.start("never")
+    assert trainer.amp is torch.float16
+    assert trainer.scaler.is_enabled()
+    trainer.scaler = torch.amp.GradScaler(device.type, init_scale=2.0 ** 40)
+    first = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    result = trainer.run()
+    trainer.close()
+    assert 1 <= result.skipped_steps < 40
+    assert trainer.scaler.get_scale() <= 2.0 ** (40 - result.skipped_steps)
+    weights = trainer.model.state_dict()
+    assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+    assert any(not torch.equal(w, first[k]) for k, w in weights.items())
+    losses = [float(r["loss"]) for r in result.history if "loss" in r]
+    assert all(np.isfinite(losses))
