@@ -3,8 +3,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Extras installed for each goal (see pyproject.toml).
-DEMO_EXTRAS ?= train,export,serve,play,envs,video
-TEST_EXTRAS ?= dev,train,export,serve,play,capture,envs,video
+DEMO_EXTRAS ?= train,export,runtime,serve,play,envs,video
+TEST_EXTRAS ?= dev,train,export,runtime,serve,play,capture,envs,video
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=

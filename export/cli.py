@@ -41,6 +41,9 @@ def add_model_args(p: argparse.ArgumentParser, bf16: bool = False) -> None:
         p.add_argument("--bf16", action="store_true",
                        help="torch backend: bf16 autocast on the CPU too (approximate; on "
                             "CPUs with AMX about twice the frames/s at batch 8)")
+        p.add_argument("--fp16", action="store_true",
+                       help="ONNX Runtime on TensorRT: fp16 engines (approximate; the "
+                            "difference from the CPU is logged on load)")
     add_dream_args(p)
 
 

@@ -15,8 +15,30 @@ from export.manifest import LATENT_INPUT, NOISE_INPUT, OUTPUTS, BundleError, Man
 
 log = logging.getLogger(__name__)
 
-# Preferred execution providers, fastest first; the first one available wins.
-GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+TRT_CACHE_DIR = "tensorrt-cache"  # beside the model in the bundle: engines built once
+
+
+def provider_chain(device: str, available: list[str], cache_dir: Path, fp16: bool = False
+                   ) -> list[Any]:
+    """The execution providers to ask ONNX Runtime for, fastest first, each
+    node running on the first that takes it: TensorRT (its engines and timing
+    cache in ``cache_dir``, fp16 engines when ``fp16``), then CUDA, then the CPU.
+    ``device`` ``cpu`` asks for the CPU alone; ``cuda`` refuses a machine without
+    a GPU provider."""
+    chain: list[Any] = []
+    if device in ("auto", "cuda"):
+        if TENSORRT in available:
+            chain.append((TENSORRT, {
+                "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir),
+                "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache_dir),
+                "trt_fp16_enable": fp16}))
+        if CUDA in available:
+            chain.append(CUDA)
+        if device == "cuda" and not chain:
+            raise ValueError(f"device cuda asked for, but ONNX Runtime offers only {available}; "
+                             f"install onnxruntime-gpu (tools/install.sh does on a GPU machine)")
+    return [*chain, CPU]
 
 
 class OnnxBackend:
@@ -33,28 +55,29 @@ class OnnxBackend:
         device: ``auto`` (a GPU provider when one is available), ``cpu`` or ``cuda``.
         threads: Intra-op threads (default: ``OMP_NUM_THREADS``, else every CPU this
             process may run on).
+        fp16: TensorRT builds fp16 engines (approximate: the parity against the
+            CPU is measured and logged on load).
     """
 
     name = "onnxruntime"
 
     def __init__(self, bundle: str | Path, device: str = "auto", threads: int | None = None,
-                 model_file: str = ONNX_FILE) -> None:
+                 model_file: str = ONNX_FILE, fp16: bool = False) -> None:
         try:
             import onnxruntime as ort
         except ImportError as err:
-            raise ImportError("onnxruntime is not installed: pip install -e '.[export]' "
-                              "(or '.[gpu]' for onnxruntime-gpu)") from err
+            raise ImportError("onnxruntime is not installed: pip install -e '.[runtime]' "
+                              "(or '.[gpu]' for onnxruntime-gpu; never both)") from err
         self.bundle = Path(bundle)
         self.manifest = Manifest.read(bundle)
         path = verify_file(bundle, model_file, self.manifest)
-        available = ort.get_available_providers()
-        providers = ["CPUExecutionProvider"]
-        if device in ("auto", "cuda"):
-            gpu = [p for p in GPU_PROVIDERS if p in available]
-            if device == "cuda" and not gpu:
-                raise ValueError(f"device cuda asked for, but ONNX Runtime offers only "
-                                 f"{available}; install onnxruntime-gpu (the gpu extra)")
-            providers = gpu[:1] + providers
+        if fp16 and TENSORRT not in ort.get_available_providers():
+            raise ValueError("fp16 engines need ONNX Runtime's TensorRT provider, which this "
+                             "onnxruntime lacks")
+        providers = provider_chain(device, ort.get_available_providers(),
+                                   self.bundle / TRT_CACHE_DIR, fp16)
+        if providers[0] != CPU:
+            (self.bundle / TRT_CACHE_DIR).mkdir(exist_ok=True)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if not threads and os.environ.get("OMP_NUM_THREADS"):
@@ -67,7 +90,8 @@ class OnnxBackend:
         except Exception as err:  # ORT raises its own exception types for a bad model
             raise BundleError(f"{path}: ONNX Runtime cannot load it ({err})") from None
         self.provider = self.session.get_providers()[0]
-        log.info("onnxruntime: running %s on %s", path, self.provider)
+        log.info("onnxruntime: running %s on %s (of %s)", path, self.provider,
+                 ", ".join(self.session.get_providers()))
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
         self.inputs = self.manifest.inputs
@@ -77,8 +101,28 @@ class OnnxBackend:
                               f"model.noise_conditioning and model.latent_dim decide the "
                               f"inputs after controls)")
         check_io_shapes(path, self.manifest, inputs["frames"], inputs["controls"])
-        self.device = "cuda" if self.provider != "CPUExecutionProvider" else "cpu"
+        self.device = "cuda" if self.provider != CPU else "cpu"
         self._rng = np.random.default_rng()  # the latents of a model that takes them
+        self.parity: float | None = None  # max |GPU - CPU| on a start frame, on a GPU
+        if self.device == "cuda":
+            self.parity = self._parity_against_cpu(ort, path, options)
+            log.info("onnxruntime: %s matches the CPU to %.1e (max abs, one step)",
+                     self.provider, self.parity)
+
+    def _parity_against_cpu(self, ort: Any, path: Path, options: Any) -> float:
+        """Max abs difference of one step from a start frame, this session
+        against a CPU session of the same model (the same latent)."""
+        frames = self.start_frames()[:1].astype(np.float32) / 255.0
+        controls = np.zeros((1, self.manifest.control_dim), np.float32)
+        latent = latent_input(self.manifest, 1, None, np.random.default_rng(0))
+        ours = self._run(frames, controls, latent=latent)
+        cpu = ort.InferenceSession(str(path), options, providers=[CPU])
+        session, self.session = self.session, cpu
+        try:
+            theirs = self._run(frames, controls, latent=latent)
+        finally:
+            self.session = session
+        return float(np.abs(ours - theirs).max())
 
     def start_frames(self) -> np.ndarray:
         """``(S, K, 3, H, W)`` uint8 contexts to start a dream from."""

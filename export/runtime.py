@@ -48,7 +48,7 @@ class Backend(Protocol):
 
 def load_backend(source: str | Path, backend: str = "auto", device: str = "auto",
                  compile: bool = False, autocast: bool | None = None,
-                 noise_level: float | None = None) -> Backend:
+                 noise_level: float | None = None, fp16: bool = False) -> Backend:
     """A model ready to step, from a bundle directory or a training checkpoint.
 
     Args:
@@ -64,8 +64,9 @@ def load_backend(source: str | Path, backend: str = "auto", device: str = "auto"
         noise_level: The context noise level a noise-conditioned model is told
             (default: the manifest's, which is the training run's
             ``noise.play_level``).
+        fp16: ONNX Runtime's TensorRT provider builds fp16 engines.
     """
-    loaded = _load(source, backend, device, compile, autocast)
+    loaded = _load(source, backend, device, compile, autocast, fp16)
     if noise_level is not None:
         if not loaded.manifest.noise_conditioned:
             raise ValueError(f"{source}: this model was trained without noise conditioning; "
@@ -80,11 +81,11 @@ def backend_from_args(args: argparse.Namespace) -> Backend:
     """The backend the flags of ``export.cli.add_model_args`` ask for."""
     return load_backend(args.bundle, args.backend, args.device,
                         autocast=True if getattr(args, "bf16", False) else None,
-                        noise_level=args.noise_level)
+                        noise_level=args.noise_level, fp16=getattr(args, "fp16", False))
 
 
 def _load(source: str | Path, backend: str, device: str, compile: bool,
-          autocast: bool | None) -> Backend:
+          autocast: bool | None, fp16: bool = False) -> Backend:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     path = Path(source)
@@ -101,7 +102,7 @@ def _load(source: str | Path, backend: str, device: str, compile: bool,
     if backend == "onnxruntime":
         from export.onnx_runtime import OnnxBackend
 
-        return OnnxBackend(path, device)
+        return OnnxBackend(path, device, fp16=fp16)
     if backend == "torchscript":
         return _torch_backends().TorchScriptBackend(path, device)
     return _torch_backends().bundle_torch(path, device, compile, autocast)
@@ -123,7 +124,8 @@ def _auto_backend(device: str) -> str:
         import onnxruntime as ort
     except ImportError:
         return "torchscript"
-    if "CUDAExecutionProvider" in ort.get_available_providers():
+    if {"TensorrtExecutionProvider", "CUDAExecutionProvider"} & set(
+            ort.get_available_providers()):
         return "onnxruntime"
     wants_gpu = device == "cuda" or (device == "auto" and _torch_has_cuda())
     # eager with autocast on the GPU beats ONNX Runtime on the CPU

@@ -22,8 +22,9 @@ from tests.train.helpers import baby_config, moving_square_recording
 from train.checkpoint import model_from_checkpoint
 from train.loop import fit
 
-pytest.importorskip("onnxruntime", reason="needs the export extra: pip install -e '.[export]'")
-pytest.importorskip("onnxscript", reason="needs the export extra: pip install -e '.[export]'")
+NEEDS = "needs the export and runtime extras: pip install -e '.[export,runtime]'"
+pytest.importorskip("onnxruntime", reason=NEEDS)
+pytest.importorskip("onnxscript", reason=NEEDS)
 
 ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = {
