@@ -33,6 +33,10 @@ def server_parser() -> argparse.ArgumentParser:
                    help="longest wait for stragglers when forming a batch")
     add_fps_arg(p, "realtime steps")
     p.add_argument("--idle-timeout", type=float, default=300.0, help="seconds")
+    p.add_argument("--drain-grace", type=float, default=30.0,
+                   help="on SIGTERM, seconds the running dreams may go on (no new sessions, "
+                        "GET /readyz answers 503) before they are closed; a second signal "
+                        "or Ctrl-C closes them at once (default 30)")
     return p
 
 
@@ -45,15 +49,28 @@ async def _serve(args: argparse.Namespace) -> int:
                           token=args.token or os.environ.get("TINYDREAMS_TOKEN") or None,
                           origins=args.origin, max_sessions=args.max_sessions,
                           max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
-                          fps=args.fps, idle_timeout_s=args.idle_timeout, latent=args.latent)
+                          fps=args.fps, idle_timeout_s=args.idle_timeout, latent=args.latent,
+                          drain_grace_s=args.drain_grace)
     server = DreamServer(backend, config)
     await server.start()
     print(f"serving on ws://{args.host}:{server.port}/dream", flush=True)
-    stop = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    signals: asyncio.Queue[int] = asyncio.Queue()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, sig)
-    received = await stop
-    logging.getLogger("serve").info("%s: closing every session", signal.Signals(received).name)
+        loop.add_signal_handler(sig, signals.put_nowait, sig)
+    received = await signals.get()
+    log = logging.getLogger("serve")
+    if received == signal.SIGTERM:
+        log.info("SIGTERM: draining for up to %g s", args.drain_grace)
+        drain = asyncio.create_task(server.drain())
+        again = asyncio.create_task(signals.get())
+        await asyncio.wait({drain, again}, return_when=asyncio.FIRST_COMPLETED)
+        again.cancel()
+        if not drain.done():
+            drain.cancel()
+            log.info("a second signal: closing every session now")
+    else:
+        log.info("%s: closing every session", signal.Signals(received).name)
     await asyncio.wait_for(server.close(), 10)
     return 0
 

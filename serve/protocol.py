@@ -31,7 +31,7 @@ _FRAME_HEADER = struct.Struct("<BBHIIHHBBH")  # ..., frame_index, input_seq, w, 
 FRAME_HEADER_BYTES = _FRAME_HEADER.size  # 20
 
 ERROR_CODES = ("BAD_HELLO", "BAD_INPUT", "RATE_LIMITED", "UNAUTHORIZED", "SERVER_FULL",
-               "INTERNAL")
+               "DRAINING", "INTERNAL")
 
 
 class ProtocolError(Exception):

@@ -60,6 +60,8 @@ class ServerConfig:
         abuse_limit: Rejected messages within 10 s that close the connection.
         latent: A model with a latent: ``hold`` one latent for each client's
             dream, or draw a ``fresh`` one every step (``export.dream.DreamLatent``).
+        drain_grace_s: On ``drain`` (SIGTERM), how long running dreams may go on
+            before they are closed with 1001.
     """
 
     host: str = "127.0.0.1"
@@ -76,6 +78,7 @@ class ServerConfig:
     max_input_hz: float = 500.0
     abuse_limit: int = 100
     latent: str = "hold"
+    drain_grace_s: float = 30.0
 
 
 class DreamServer:
@@ -98,6 +101,7 @@ class DreamServer:
         self.batcher = Batcher(backend, config.max_batch, config.max_delay_ms,
                                lambda: len(self.sessions), self.metrics)
         self._server: Server | None = None
+        self.draining = False
 
     @property
     def port(self) -> int:
@@ -114,6 +118,25 @@ class DreamServer:
         log.info("serving %s on ws://%s:%d/dream (%s backend on %s)",
                  self.manifest.world or "a dream", self.config.host, self.port,
                  getattr(self.backend, "name", "?"), getattr(self.backend, "device", "?"))
+
+    def unready(self) -> str:
+        """Why a new session would be refused now ("" when it would be taken)."""
+        if self.draining:
+            return "draining"
+        if len(self.sessions) >= self.config.max_sessions:
+            return "full"
+        return ""
+
+    async def drain(self, grace_s: float | None = None) -> None:
+        """Take no new sessions; wait up to ``grace_s`` (default the config's) for
+        the running dreams to end, then close those left with 1001 and stop."""
+        grace = self.config.drain_grace_s if grace_s is None else grace_s
+        self.draining = True
+        log.info("draining: no new sessions; %d running get %g s", len(self.sessions), grace)
+        deadline = asyncio.get_running_loop().time() + grace
+        while self.sessions and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        await self.close()
 
     async def close(self) -> None:
         """Close every session with 1001 (going away) and stop."""
@@ -132,6 +155,10 @@ class DreamServer:
             return response
         if path == "/healthz":
             return connection.respond(HTTPStatus.OK, "ok\n")
+        if path == "/readyz":
+            why = self.unready()
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE if why else HTTPStatus.OK,
+                                      f"{why or 'ready'}\n")
         if path == "/metrics":
             self.metrics.sessions = len(self.sessions)
             response = connection.respond(HTTPStatus.OK, self.metrics.render())
@@ -182,6 +209,10 @@ class DreamServer:
             log.info("refused %s: bad token", peer)
             await self._refuse(ws, ProtocolError("UNAUTHORIZED", "a valid token is required",
                                                  True), 1008)
+            return
+        if self.draining:
+            await self._refuse(ws, ProtocolError("DRAINING", "this server is shutting down; "
+                                                 "connect again", True), 1013)
             return
         if len(self.sessions) >= self.config.max_sessions:
             await self._refuse(ws, ProtocolError("SERVER_FULL", f"all {self.config.max_sessions}"

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -418,24 +419,87 @@ async def test_a_client_that_never_reads_does_not_slow_another(bundle: Path) -> 
         await server.close()
 
 
-def test_sigterm_closes_sessions_and_exits(bundle: Path) -> None:
+def http_status(port: int, path: str) -> tuple[int, str]:
+    """The status and body of a GET, 503s included."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+async def test_readiness_flips_at_max_sessions_and_back(bundle: Path) -> None:
+    server = await started(bundle, max_sessions=2)
+    try:
+        ready = lambda: asyncio.to_thread(http_status, server.port, "/readyz")  # noqa: E731
+        assert await ready() == (200, "ready\n")
+        a = await DreamClient.connect(url(server))
+        assert await ready() == (200, "ready\n")
+        b = await DreamClient.connect(url(server))
+        assert await ready() == (503, "full\n")
+        assert await asyncio.to_thread(http_status, server.port, "/healthz") == (200, "ok\n")
+        await a.close()
+        await asyncio.sleep(0.2)
+        assert await ready() == (200, "ready\n")
+        await b.close()
+    finally:
+        await server.close()
+
+
+async def test_drain_ends_as_soon_as_the_last_dream_leaves(bundle: Path) -> None:
+    server = await started(bundle, fps=50.0)
+    client = await DreamClient.connect(url(server), mode="realtime")
+    await client.frame()
+    drain = asyncio.create_task(server.drain(grace_s=30.0))
+    await asyncio.sleep(0.2)
+    assert await asyncio.to_thread(http_status, server.port, "/readyz") == (503, "draining\n")
+    assert (await client.frame()).frame_index > 0  # the running dream goes on
+    with pytest.raises(ServerError) as err:
+        await DreamClient.connect(url(server))
+    assert err.value.code == "DRAINING"
+    started_at = time.monotonic()
+    await client.close()
+    await asyncio.wait_for(drain, 5)
+    assert time.monotonic() - started_at < 2  # not the 30 s grace
+
+
+def test_sigterm_drains_then_closes_sessions_and_exits(bundle: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "serve", "--bundle", str(bundle), "--port",
-                             "0", "--backend", "onnxruntime"], cwd=ROOT,
+                             "0", "--backend", "onnxruntime", "--drain-grace", "1.5"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         assert line.startswith("serving on ws://"), line + (proc.stderr.read() if proc.stderr
                                                             else "")
         address = line.split()[-1]
+        port = int(address.rsplit(":", 1)[1].split("/")[0])
 
-        async def session() -> int | None:
-            client = await DreamClient.connect(address)
+        async def session() -> tuple[int | None, float, int, str]:
+            client = await DreamClient.connect(address, mode="realtime", fps=30.0)
             await client.frame()
             proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            await asyncio.sleep(0.3)
+            status = await asyncio.to_thread(http_status, port, "/readyz")
+            try:
+                await DreamClient.connect(address)
+                refused = "taken"
+            except ServerError as err:
+                refused = err.code
+            frames = 0
+            with contextlib.suppress(TimeoutError):
+                while True:  # the dream runs on through the grace period
+                    await client.frame(timeout=0.5)
+                    frames += 1
             await asyncio.wait_for(client.ws.wait_closed(), 10)
-            return client.ws.close_code
+            assert status == (503, "draining\n")
+            return client.ws.close_code, time.monotonic() - signalled, frames, refused
 
-        assert asyncio.run(session()) == 1001
+        code, after, frames, refused = asyncio.run(session())
+        assert code == 1001
+        assert 1.2 < after < 6
+        assert frames > 5
+        assert refused == "DRAINING"
         assert proc.wait(timeout=10) == 0
     finally:
         if proc.poll() is None:
