@@ -116,6 +116,6 @@ def test_batches_have_the_model_layout_and_are_reproducible(tmp_path: Path) -> N
 
 def test_a_recording_too_short_for_the_context_is_a_clear_error(tmp_path: Path) -> None:
     rec = moving_square_recording(tmp_path / "a", episodes=2, steps=3)
-    train, _, _ = build_datasets([rec], [], (16, 16), 4, 4, 0.0)
-    with pytest.raises(RecordingError, match="too short for the context frames"):
-        StepBatches(train, 4, 10)
+    with pytest.raises(RecordingError, match=r"no training transitions in .*/a: a sample needs "
+                                             r"5 consecutive frames"):
+        build_datasets([rec], [], (16, 16), 4, 4, 0.0)
