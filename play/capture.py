@@ -297,6 +297,10 @@ class CaptureOptions:
     frames: int = 0  # end after this many frames written (0: no limit)
     seconds: float = 0.0  # end after this long (0: no limit)
 
+    def __post_init__(self) -> None:
+        if not self.fps > 0:
+            raise ValueError(f"--fps must be above 0, got {self.fps}")
+
 
 def capture(source: CaptureSource, inputs: CaptureInputs, out: str | Path,
             options: CaptureOptions, preview: Preview | None = None,

@@ -166,6 +166,11 @@ def test_a_source_that_goes_away_ends_the_capture_with_every_line_usable(
     assert not rec.skipped
 
 
+def test_bad_options_are_named() -> None:
+    with pytest.raises(ValueError, match="--fps must be above 0"):
+        CaptureOptions(fps=0)
+
+
 def test_parse_region_names_the_bad_value() -> None:
     assert parse_region("10, 20,640,480") == (10, 20, 640, 480)
     for bad in ("10,20,640", "a,b,c,d", "0,0,0,480"):
