@@ -16,6 +16,7 @@ from export.manifest import LATENT_INPUT, NOISE_INPUT, OUTPUTS, BundleError, Man
 log = logging.getLogger(__name__)
 
 TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+GPU_PROVIDERS = (TENSORRT, CUDA)
 TRT_CACHE_DIR = "tensorrt-cache"  # beside the model in the bundle: engines built once
 
 
@@ -114,14 +115,10 @@ class OnnxBackend:
         against a CPU session of the same model (the same latent)."""
         frames = self.start_frames()[:1].astype(np.float32) / 255.0
         controls = np.zeros((1, self.manifest.control_dim), np.float32)
-        latent = latent_input(self.manifest, 1, None, np.random.default_rng(0))
-        ours = self._run(frames, controls, latent=latent)
+        feed = self._feed(frames, controls, latent=latent_input(
+            self.manifest, 1, None, np.random.default_rng(0)))
         cpu = ort.InferenceSession(str(path), options, providers=[CPU])
-        session, self.session = self.session, cpu
-        try:
-            theirs = self._run(frames, controls, latent=latent)
-        finally:
-            self.session = session
+        ours, theirs = self.session.run(None, feed)[0], cpu.run(None, feed)[0]
         return float(np.abs(ours - theirs).max())
 
     def start_frames(self) -> np.ndarray:
@@ -148,6 +145,12 @@ class OnnxBackend:
 
     def _run(self, f: np.ndarray, c: np.ndarray, noise_level: Any = None,
              latent: Any = None) -> np.ndarray:
+        out: np.ndarray = self.session.run(None, self._feed(f, c, noise_level, latent))[0]
+        return out
+
+    def _feed(self, f: np.ndarray, c: np.ndarray, noise_level: Any = None,
+              latent: Any = None) -> dict[str, np.ndarray]:
+        """The session's inputs, checked against the manifest."""
         m = self.manifest
         want = m.frame_shape
         if f.ndim != 5 or f.shape[1:] != want:
@@ -164,5 +167,4 @@ class OnnxBackend:
         z = latent_input(m, f.shape[0], latent, self._rng)
         if z is not None:
             feed[LATENT_INPUT] = z
-        out: np.ndarray = self.session.run(None, feed)[0]
-        return out
+        return feed

@@ -124,8 +124,9 @@ def _auto_backend(device: str) -> str:
         import onnxruntime as ort
     except ImportError:
         return "torchscript"
-    if {"TensorrtExecutionProvider", "CUDAExecutionProvider"} & set(
-            ort.get_available_providers()):
+    from export.onnx_runtime import GPU_PROVIDERS
+
+    if set(GPU_PROVIDERS) & set(ort.get_available_providers()):
         return "onnxruntime"
     wants_gpu = device == "cuda" or (device == "auto" and _torch_has_cuda())
     # eager with autocast on the GPU beats ONNX Runtime on the CPU
