@@ -253,23 +253,29 @@ def init_pygame(preview: bool) -> None:
 
 
 class Preview:
-    """A window showing each frame as written, scaled up, without a HUD; the
-    title says whether it is recording."""
+    """A window showing frames scaled up ``scale`` times, titled ``title``:
+    the capture's (no HUD; the title says whether it is recording) and the
+    human policy's (which draws its HUD over the frame before the flip)."""
 
     def __init__(self, scale: int = 4) -> None:
         self.pygame: Any = require("pygame", "play", "pygame-ce")
         self.scale = scale
-        self._screen: Any = None
+        self.screen: Any = None
 
-    def show(self, frame: np.ndarray, title: str) -> None:
+    def draw(self, frame: np.ndarray, title: str) -> Any:
+        """Draw ``frame`` (``(H, W, 3)`` uint8), not yet shown; the window's surface."""
         pygame = self.pygame
         size = (frame.shape[1] * self.scale, frame.shape[0] * self.scale)
-        if self._screen is None or self._screen.get_size() != size:
-            self._screen = pygame.display.set_mode(size)
+        if self.screen is None or self.screen.get_size() != size:
+            self.screen = pygame.display.set_mode(size)
         pygame.display.set_caption(title)
         surface = pygame.surfarray.make_surface(frame.swapaxes(0, 1))
-        self._screen.blit(pygame.transform.scale(surface, size), (0, 0))
-        pygame.display.flip()
+        self.screen.blit(pygame.transform.scale(surface, size), (0, 0))
+        return self.screen
+
+    def show(self, frame: np.ndarray, title: str) -> None:
+        self.draw(frame, title)
+        self.pygame.display.flip()
 
 
 @dataclass

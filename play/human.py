@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from play.capture import Preview
 from play.pads import PadInput, describe_controls
 from play.policies import StopRecording
 from play.worlds import require
@@ -37,11 +38,11 @@ class HumanPolicy:
 
         controller.init()
         self.control_names = tuple(control_names)
-        self.fps, self.scale, self.title = fps, scale, title
+        self.fps, self.title = fps, title
         self.pads = PadInput(dead_zone=dead_zone)
         self.steps = 0
         self._clock = pygame.time.Clock()
-        self._screen: Any = None
+        self._view = Preview(scale)
         self._font = pygame.font.Font(None, 18)
         self._last = time.perf_counter()
         self._rate = 0.0
@@ -67,19 +68,11 @@ class HumanPolicy:
         return controls
 
     def _draw(self, frame: np.ndarray, controls: np.ndarray) -> None:
-        pygame = self.pygame
-        h, w = frame.shape[:2]
-        size = (w * self.scale, h * self.scale)
-        if self._screen is None or self._screen.get_size() != size:
-            self._screen = pygame.display.set_mode(size)
-            pygame.display.set_caption(self.title)
-        surface = pygame.surfarray.make_surface(frame.swapaxes(0, 1))  # (W, H, 3)
-        self._screen.blit(pygame.transform.scale(surface, size), (0, 0))
+        screen = self._view.draw(frame, self.title)
         hud = (f"{self._rate:4.1f} steps/s  recorded {self.steps}  "
                f"{describe_controls(self.control_names, controls)}  pads {len(self.pads.pads)}")
-        text = self._font.render(hud, True, (255, 255, 0), (0, 0, 0))
-        self._screen.blit(text, (4, 4))
-        pygame.display.flip()
+        screen.blit(self._font.render(hud, True, (255, 255, 0), (0, 0, 0)), (4, 4))
+        self.pygame.display.flip()
 
     def close(self) -> None:
         self.pygame.display.quit()
