@@ -210,13 +210,12 @@ class DreamServer:
             await self._refuse(ws, ProtocolError("UNAUTHORIZED", "a valid token is required",
                                                  True), 1008)
             return
-        if self.draining:
-            await self._refuse(ws, ProtocolError("DRAINING", "this server is shutting down; "
-                                                 "connect again", True), 1013)
-            return
-        if len(self.sessions) >= self.config.max_sessions:
-            await self._refuse(ws, ProtocolError("SERVER_FULL", f"all {self.config.max_sessions}"
-                                                 f" sessions are taken; try later", True), 1013)
+        if why := self.unready():  # what /readyz says, told to the client
+            err = (ProtocolError("DRAINING", "this server is shutting down; connect again", True)
+                   if why == "draining" else
+                   ProtocolError("SERVER_FULL", f"all {self.config.max_sessions} sessions are "
+                                 "taken; try later", True))
+            await self._refuse(ws, err, 1013)
             return
         session = Session(self.start_frames, hello, self.fps,
                           Dream(self.manifest, self.config.latent, hello.seed))
