@@ -211,11 +211,12 @@ class DreamServer:
                                                  True), 1008)
             return
         if why := self.unready():  # what /readyz says, told to the client
-            err = (ProtocolError("DRAINING", "this server is shutting down; connect again", True)
-                   if why == "draining" else
-                   ProtocolError("SERVER_FULL", f"all {self.config.max_sessions} sessions are "
-                                 "taken; try later", True))
-            await self._refuse(ws, err, 1013)
+            refusal = (
+                ProtocolError("DRAINING", "this server is shutting down; connect again", True)
+                if why == "draining" else
+                ProtocolError("SERVER_FULL", f"all {self.config.max_sessions} sessions are "
+                              "taken; try later", True))
+            await self._refuse(ws, refusal, 1013)
             return
         session = Session(self.start_frames, hello, self.fps,
                           Dream(self.manifest, self.config.latent, hello.seed))
