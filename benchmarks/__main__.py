@@ -28,13 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", type=Path, help="also write the tables as Markdown here")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--quick", action="store_true", help="fewer rounds: a smoke test")
+    p.add_argument("--preset", default="tiny",
+                   help="the preset to make a bundle of without --bundle (default: tiny)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from benchmarks.suite import format_markdown, np_default, run
 
     start = time.perf_counter()
     try:
-        results = run(args.work, args.bundle, args.device, args.quick)
+        results = run(args.work, args.bundle, args.device, args.quick, preset=args.preset)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -64,10 +64,12 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int
     return best
 
 
-def prepare(work: Path, bundle: Path | None, device: str) -> tuple[Path, Path]:
+def prepare(work: Path, bundle: Path | None, device: str,
+            preset: str = "tiny") -> tuple[Path, Path]:
     """A recording and a bundle to measure. Uses ``bundle`` (and its training
-    recording) when given; else records 2,000 steps, trains the tiny preset for
-    30 steps and exports it: speed does not depend on how well a model is trained."""
+    recording) when given; else records 2,000 steps at the preset's frame size,
+    trains ``preset`` for 30 steps and exports it: speed does not depend on how
+    well a model is trained."""
     from export.exporter import export_bundle
     from export.manifest import Manifest
     from play.policies import WanderPolicy
@@ -81,24 +83,26 @@ def prepare(work: Path, bundle: Path | None, device: str) -> tuple[Path, Path]:
 
         recordings = load_checkpoint(checkpoint)["config"]["data"]["recordings"]
         return Path(recordings[0]), bundle
-    rec = work / "recording"
+    from train.config import load_config
+
+    size = (load_config(preset).model.height, load_config(preset).model.width)
+    rec = work / f"recording-{size[0]}x{size[1]}"
     if not (rec / "meta.json").is_file():
         world = make_world(WORLD)
         try:
             policy = WanderPolicy(len(world.control_names), seed=0)
-            record(world, policy, rec, 2000, size=(64, 64), seed=0)
+            record(world, policy, rec, 2000, size=size, seed=0)
         finally:
             world.close()
-    out = work / "bundle"
+    out = work / f"bundle-{preset}"
     if not (out / "manifest.json").is_file():
-        from train.config import load_config
-
-        config = load_config("tiny", {"data.recordings": [str(rec)], "steps": 30,
+        config = load_config(preset, {"data.recordings": [str(rec)], "steps": 30,
                                       "eval_every": 10**9, "checkpoint_every": 10**9,
                                       "precision": "bf16" if device == "cpu" else "auto",
                                       "device": device})
-        fit(config, work / "run", "never" if not (work / "run").exists() else "auto")
-        export_bundle(work / "run" / "latest.pt", out)
+        run = work / f"run-{preset}"
+        fit(config, run, "never" if not run.exists() else "auto")
+        export_bundle(run / "latest.pt", out)
     return rec, out
 
 
@@ -111,8 +115,10 @@ def flops_per_frame(bundle: Path) -> float:
 
 
 def run(work: Path, bundle: Path | None = None, device: str = "auto", quick: bool = False,
-        log_line: Any = print) -> dict[str, Any]:
-    """Run every benchmark; returns the figures (``format_markdown`` prints them)."""
+        log_line: Any = print, preset: str = "tiny") -> dict[str, Any]:
+    """Run every benchmark; returns the figures (``format_markdown`` prints them).
+    A GPU is measured at batches of 1, 16 and 64 and with as many clients; a CPU
+    at 1, 8 and 32, with 1-16 clients."""
     from export.bench import bench as backend_bench
     from models.device import resolve_device
     from serve.bench import bench as serve_bench
@@ -122,8 +128,9 @@ def run(work: Path, bundle: Path | None = None, device: str = "auto", quick: boo
     work.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": machine(dev), "quick": quick}
     log_line(f"machine: {results['machine']}")
-    rec, bundle = prepare(work, bundle, device)
+    rec, bundle = prepare(work, bundle, device, preset)
     results["bundle"] = str(bundle)
+    gpu = dev.type == "cuda"
 
     log_line("== matmul peak")
     peak = {"fp32": matmul_peak(dev, torch.float32),
@@ -132,7 +139,7 @@ def run(work: Path, bundle: Path | None = None, device: str = "auto", quick: boo
     log_line(f"   {peak}")
 
     log_line("== model latency per backend")
-    batches = (1, 8, 32)
+    batches = (1, 16, 64) if gpu else (1, 8, 32)
     models = backend_bench(bundle, batches, rounds=3 if quick else 7, device=dev.type)
     gflop = flops_per_frame(bundle)
     results["gflops_per_frame"] = gflop
@@ -146,13 +153,13 @@ def run(work: Path, bundle: Path | None = None, device: str = "auto", quick: boo
     log_line("== data pipeline vs training step")
     precision = "bf16" if dev.type == "cpu" else "auto"
     steps = 12 if quick else 30
-    loop = loop_rate("tiny", [str(rec)], 32, steps, 4, precision)
-    pipe = pipeline_rate("tiny", [str(rec)], 32, 100 if quick else 300, 0)
+    loop = loop_rate(preset, [str(rec)], 32, steps, 4, precision)
+    pipe = pipeline_rate(preset, [str(rec)], 32, 100 if quick else 300, 0)
     results["train"] = {"pipeline_samples_per_s": pipe, "loop_samples_per_s": loop,
                         "ratio": pipe / loop, "batch_size": 32, "precision": precision}
 
     log_line("== serve: lockstep clients vs in-process")
-    counts = [1, 2, 4, 8, 16]
+    counts = [1, 16, 64] if gpu else [1, 2, 4, 8, 16]
     results["serve"] = asyncio.run(serve_bench(bundle, "auto", dev.type, counts,
                                                1.5 if quick else 4.0, "raw"))
     return results
@@ -168,14 +175,15 @@ def format_markdown(r: dict[str, Any]) -> str:
              f"ratio inside it.", "",
              f"### Model: frames/s per backend ({r['gflops_per_frame']:.3f} GFLOPs per frame)",
              "",
-             "| backend | " + " | ".join(f"batch {b}" for b in batches) + " | vs eager @"
+             "| backend | ms @1 | " + " | ".join(f"batch {b}" for b in batches) + " | vs eager @"
              + "/".join(map(str, batches)) + " | GFLOP/s @" + str(batches[-1])
              + " | of matmul peak | max diff from eager |",
-             "|---|" + "---|" * (len(batches) + 4)]
+             "|---|" + "---|" * (len(batches) + 5)]
     for name, b in models.items():
         fps = b["frames_per_s"]
         lines.append(
-            f"| {name} | " + " | ".join(f"{fps[x]:.0f}" for x in batches) + " | "
+            f"| {name} | {b['ms'][batches[0]]:.2f} | "
+            + " | ".join(f"{fps[x]:.0f}" for x in batches) + " | "
             + " / ".join(f"{fps[x] / eager[x]:.2f}x" for x in batches)
             + f" | {b['achieved_gflops'][batches[-1]]:.1f} | "
             f"{b['efficiency'][batches[-1]]:.1%} ({b['peak_used']}) | "
@@ -194,10 +202,11 @@ def format_markdown(r: dict[str, Any]) -> str:
     lines += [f"### Serving: lockstep clients over loopback ({s['backend']} on {s['device']}, "
               f"{s['encoding']} frames)", "",
               f"In-process model at batch 1: {base:.1f} frames/s.", "",
-              "| clients | frames/s, all clients | vs 1 client | vs in-process | p50 ms | "
-              "p95 ms | mean batch |", "|---|---|---|---|---|---|---|"]
+              "| clients | frames/s, all clients | slowest client | vs 1 client | "
+              "vs in-process | p50 ms | p95 ms | mean batch |", "|---|---|---|---|---|---|---|---|"]
     for run_ in s["runs"]:
         lines.append(f"| {run_['clients']} | {run_['aggregate_fps']:.1f} | "
+                     f"{min(run_['per_client_fps']):.1f} | "
                      f"{run_['aggregate_fps'] / one:.2f}x | {run_['aggregate_fps'] / base:.2f}x | "
                      f"{run_['p50_ms']:.1f} | {run_['p95_ms']:.1f} | {run_['mean_batch']:.2f} |")
     return "\n".join(lines)

@@ -48,7 +48,7 @@ def dream_frames(bundle: Path, context: list[np.ndarray], fire: bool, steps: int
                  seed: int) -> list[np.ndarray]:
     backend = load_backend(bundle, "onnxruntime", "cpu")
     names = backend.manifest.control_names
-    dream = Dream(backend.manifest, seed=seed)
+    dream = Dream.of(backend, seed=seed)
     K = backend.manifest.context_frames
     dream.reset(np.stack([to_model_frame(f) for f in context[-K:]]))
     start = context[-1]

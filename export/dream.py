@@ -5,14 +5,20 @@ fresh every step), and the noise level a noise-conditioned model is told.
 The server's sessions, the player, the exporter's parity rollout and
 training's evaluation all step their dreams through ``Dream`` and
 ``step_dreams``, over any backend with ``step(frames, controls, noise_level,
-latent)`` (``export.runtime.Backend``). numpy only.
+latent)`` (``export.runtime.Backend``).
+
+A dream's window, latent and noise level live where its model runs: a model
+whose ``arrays`` are tensors on a GPU (``export.torch_device.TorchArrays``)
+keeps them there, batches them there and rolls each new frame into the window
+there, so only the controls go up and the new frames come down each step.
+Other models keep them in host numpy (``HOST``). numpy only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -22,12 +28,84 @@ LATENT_MODES = ("hold", "fresh")  # one latent for a whole dream, or a fresh one
 
 
 class Stepper(Protocol):
-    """What a dream needs of a model (``export.runtime.Backend`` has it)."""
+    """What a dream needs of a model (``export.runtime.Backend`` has it). A
+    model with ``arrays`` (``Arrays``) steps inputs of that kind and returns its
+    frames in kind; others step numpy (``HOST``)."""
 
     manifest: Manifest
 
     def step(self, frames: Any, controls: Any, noise_level: Any = None,
              latent: Any = None) -> Any: ...
+
+
+class Arrays(Protocol):
+    """Where a model keeps its dreams' state, and the few operations a dream
+    does on it there: host numpy (``HOST``), or tensors on the model's device."""
+
+    def put(self, x: Any) -> Any:
+        """``x`` (numpy, a number, or an array of this kind) as a float32 array of
+        this kind; as it is when it is one already."""
+        ...
+
+    def get(self, x: Any) -> np.ndarray:
+        """An array of this kind as host float32 numpy."""
+        ...
+
+    def stack(self, xs: Sequence[Any]) -> Any: ...
+
+    def roll(self, window: Any, frame: Any) -> Any:
+        """``window`` ``(K, ...)`` without its oldest entry, ``frame`` after the rest."""
+        ...
+
+    def empty(self, shape: tuple[int, ...]) -> Any:
+        """An uninitialised float32 array of this kind."""
+        ...
+
+    def address(self, x: Any) -> tuple[str, int, int]:
+        """``(device type, device index, pointer)`` of a contiguous float32 array,
+        for ONNX Runtime's I/O binding."""
+        ...
+
+    def settle(self) -> None:
+        """Wait until the work queued on these arrays is done (before another
+        library, on its own stream, reads them)."""
+        ...
+
+
+class HostArrays:
+    """Host numpy: the arrays of a model that runs on the CPU, or that has no
+    arrays of its own."""
+
+    def put(self, x: Any) -> np.ndarray:
+        a = np.asarray(x, np.float32)
+        return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+    def get(self, x: Any) -> np.ndarray:
+        return np.asarray(x, np.float32)
+
+    def stack(self, xs: Sequence[Any]) -> np.ndarray:
+        return np.stack(xs)
+
+    def roll(self, window: Any, frame: Any) -> np.ndarray:
+        return np.concatenate([window[1:], np.asarray(frame, np.float32)[None]])
+
+    def empty(self, shape: tuple[int, ...]) -> np.ndarray:
+        return np.empty(shape, np.float32)
+
+    def address(self, x: Any) -> tuple[str, int, int]:
+        return "cpu", 0, int(x.ctypes.data)
+
+    def settle(self) -> None:
+        pass
+
+
+HOST = HostArrays()
+
+
+def arrays_of(model: Any) -> Arrays:
+    """Where ``model`` keeps its dreams' state: its ``arrays``, else ``HOST``."""
+    arrays: Arrays = getattr(model, "arrays", HOST)
+    return arrays
 
 
 def check_latent_mode(mode: str) -> str:
@@ -156,12 +234,21 @@ def _overlap(size: int, step: int) -> tuple[slice, slice]:
 
 @dataclass(frozen=True)
 class StepInput:
-    """What one dream gives the model for one step."""
+    """What one dream gives the model for one step: arrays of the dream's
+    ``Arrays``, but for the controls."""
 
-    window: np.ndarray  # (K, 3, H, W) float32 in [0, 1]
-    controls: np.ndarray  # (control_dim,) float32
-    noise_level: float
-    latent: np.ndarray | None  # (latent_dim,) float32, for a model with a latent
+    window: Any  # (K, 3, H, W) float32 in [0, 1]
+    controls: np.ndarray  # (control_dim,) float32, on the host
+    noise_level: Any  # () float32
+    latent: Any  # (latent_dim,) float32, for a model with a latent; else None
+
+
+class StepOutput(NamedTuple):
+    """A step's new frames ``(B, 3, H, W)`` (or one's ``(3, H, W)``), where the
+    model made them (``device``: an array of its ``Arrays``) and on the host."""
+
+    device: Any
+    host: np.ndarray
 
 
 class Dream:
@@ -173,15 +260,34 @@ class Dream:
         seed: Seed of the latent's draws (None: unpredictable).
         noise_level: The context noise level a noise-conditioned model is told
             (default: the manifest's).
+        arrays: Where the window, latent and noise level live (``Dream.of``
+            takes the model's).
     """
 
     def __init__(self, manifest: Manifest, latent: str = "hold", seed: int | None = None,
-                 noise_level: float | None = None) -> None:
-        self.manifest = manifest
+                 noise_level: float | None = None, arrays: Arrays = HOST) -> None:
+        self.manifest, self.arrays = manifest, arrays
         self.latent = DreamLatent.for_manifest(manifest, latent, seed)
         self.noise_level = manifest.noise_level if noise_level is None else float(noise_level)
-        self.window = np.zeros(manifest.frame_shape, np.float32)  # (K, 3, H, W)
+        self._level = arrays.put(np.float32(self.noise_level))
+        self._window = arrays.put(np.zeros(manifest.frame_shape, np.float32))  # (K, 3, H, W)
+        self._latent: tuple[np.ndarray | None, Any] = (None, None)  # (host, uploaded)
         self.steps = 0
+
+    @classmethod
+    def of(cls, model: Stepper, latent: str = "hold", seed: int | None = None,
+           noise_level: float | None = None) -> Dream:
+        """A dream of ``model``, its state kept where the model runs."""
+        return cls(model.manifest, latent, seed, noise_level, arrays_of(model))
+
+    @property
+    def window(self) -> np.ndarray:
+        """The K frames ``(K, 3, H, W)`` the next step sees, on the host."""
+        return self.arrays.get(self._window)
+
+    @window.setter
+    def window(self, frames: Any) -> None:
+        self._window = self.arrays.put(frames)
 
     def reset(self, context: np.ndarray, seed: int | None = None) -> None:
         """Start again from ``context``: K frames ``(K, 3, H, W)`` or one frame
@@ -206,11 +312,19 @@ class Dream:
         if sticks.shape != (self.manifest.control_dim,):
             raise ValueError(f"controls must have {self.manifest.control_dim} values, "
                              f"got {sticks.shape[0]}")
-        return StepInput(self.window, sticks, self.noise_level, self.latent.next(sticks))
+        return StepInput(self._window, sticks, self._level, self._latent_for(sticks))
 
-    def advance(self, frame: np.ndarray) -> None:
-        """Roll the model's next frame ``(3, H, W)`` into the window."""
-        self.window = np.concatenate([self.window[1:], np.asarray(frame, np.float32)[None]])
+    def _latent_for(self, sticks: np.ndarray) -> Any:
+        """The step's latent where the model runs, uploaded only when it changed."""
+        z = self.latent.next(sticks)
+        if z is not self._latent[0]:  # DreamLatent makes a new array for each change
+            self._latent = (z, None if z is None else self.arrays.put(z))
+        return self._latent[1]
+
+    def advance(self, frame: Any) -> None:
+        """Roll the model's next frame ``(3, H, W)`` (numpy, or an array of this
+        dream's ``Arrays``) into the window."""
+        self._window = self.arrays.roll(self._window, self.arrays.put(frame))
         self.steps += 1
 
     def step(self, model: Stepper, controls: Any) -> np.ndarray:
@@ -218,21 +332,25 @@ class Dream:
         return step_dreams(model, [self], [controls])[0]
 
 
-def run_inputs(model: Stepper, inputs: Sequence[StepInput]) -> np.ndarray:
-    """One batched model call for several dreams' inputs: ``(B, 3, H, W)``."""
-    frames = np.stack([i.window for i in inputs])
-    controls = np.stack([i.controls for i in inputs])
-    level = (np.array([i.noise_level for i in inputs], np.float32)
+def run_inputs(model: Stepper, inputs: Sequence[StepInput]) -> StepOutput:
+    """One batched model call for several dreams' inputs, built and run where the
+    model keeps its arrays: the next frames ``(B, 3, H, W)`` there and on the host."""
+    arrays = arrays_of(model)
+    frames = arrays.stack([arrays.put(i.window) for i in inputs])
+    controls = arrays.put(np.stack([i.controls for i in inputs]))
+    level = (arrays.stack([arrays.put(i.noise_level) for i in inputs])
              if model.manifest.noise_conditioned else None)
-    held = [i.latent for i in inputs if i.latent is not None]
-    latent = np.stack(held) if held else None
-    return np.asarray(model.step(frames, controls, level, latent), np.float32)
+    held = [arrays.put(i.latent) for i in inputs if i.latent is not None]
+    latent = arrays.stack(held) if held else None
+    out = model.step(frames, controls, level, latent)
+    return StepOutput(out, arrays.get(out))
 
 
 def step_dreams(model: Stepper, dreams: Sequence[Dream], controls: Any) -> np.ndarray:
     """Step every dream once, in one batched call, each under its row of
     ``controls`` ``(B, control_dim)``; returns their next frames ``(B, 3, H, W)``."""
     out = run_inputs(model, [d.inputs(c) for d, c in zip(dreams, controls, strict=True)])
-    for dream, frame in zip(dreams, out, strict=True):
-        dream.advance(frame)
-    return out
+    same = arrays_of(model)
+    for i, dream in enumerate(dreams):
+        dream.advance(out.device[i] if dream.arrays is same else out.host[i])
+    return out.host

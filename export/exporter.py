@@ -159,7 +159,7 @@ def parity(eager: Stepper, other: Stepper, start: np.ndarray, seed: int = 0,
         compare(f"batch{b}", eager.step(frames, controls, level, z),
                 other.step(frames, controls, level, z))
     # The same seed draws both dreams the same fresh latent every step.
-    ours, theirs = Dream(m, "fresh", seed), Dream(other.manifest, "fresh", seed)
+    ours, theirs = Dream.of(eager, "fresh", seed), Dream.of(other, "fresh", seed)
     ours.reset(start[0])
     theirs.reset(start[0])
     for _ in range(rollout_steps):

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from export.bundle import ONNX_FILE, check_io_shapes, load_start_frames, verify_file
-from export.dream import latent_input
+from export.dream import HOST, Arrays, latent_input
 from export.manifest import LATENT_INPUT, NOISE_INPUT, OUTPUTS, BundleError, Manifest
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,25 @@ def provider_chain(device: str, available: list[str], cache_dir: Path, fp16: boo
             raise ValueError(f"device cuda asked for, but ONNX Runtime offers only {available}; "
                              f"install onnxruntime-gpu (tools/install.sh does on a GPU machine)")
     return [*chain, CPU]
+
+
+def _dream_arrays(device: str) -> Arrays:
+    """Where dreams keep their state for a session on ``device``: tensors on the
+    GPU when torch is installed with CUDA (bound there through I/O binding),
+    else host numpy (copied to the GPU by ONNX Runtime each step)."""
+    if device != "cuda":
+        return HOST
+    try:
+        import torch
+
+        from export.torch_device import TorchArrays
+    except ImportError:
+        log.info("onnxruntime: without torch, dreams keep their windows on the host")
+        return HOST
+    if not torch.cuda.is_available():
+        log.info("onnxruntime: torch has no CUDA, so dreams keep their windows on the host")
+        return HOST
+    return TorchArrays("cuda")
 
 
 class OnnxBackend:
@@ -103,6 +122,7 @@ class OnnxBackend:
                               f"inputs after controls)")
         check_io_shapes(path, self.manifest, inputs["frames"], inputs["controls"])
         self.device = "cuda" if self.provider != CPU else "cpu"
+        self.arrays = _dream_arrays(self.device)
         self._rng = np.random.default_rng()  # the latents of a model that takes them
         self.parity: float | None = None  # max |GPU - CPU| on a start frame, on a GPU
         if self.device == "cuda":
@@ -115,7 +135,7 @@ class OnnxBackend:
         against a CPU session of the same model (the same latent)."""
         frames = self.start_frames()[:1].astype(np.float32) / 255.0
         controls = np.zeros((1, self.manifest.control_dim), np.float32)
-        feed = self._feed(frames, controls, latent=latent_input(
+        feed = self._feed(HOST, frames, controls, latent=latent_input(
             self.manifest, 1, None, np.random.default_rng(0)))
         cpu = ort.InferenceSession(str(path), options, providers=[CPU])
         ours, theirs = self.session.run(None, feed)[0], cpu.run(None, feed)[0]
@@ -127,44 +147,64 @@ class OnnxBackend:
 
     def step(self, frames: Any, controls: Any, noise_level: Any = None,
              latent: Any = None) -> Any:
+        """Numpy in, numpy out; torch tensors in, torch tensors out: on the GPU
+        (``arrays`` are tensors there) bound where they lie, elsewhere through
+        the host."""
         as_torch = type(frames).__module__.startswith("torch")
-        if as_torch:  # torch is imported already if we were handed its tensors
-            device = frames.device
-            frames, controls = frames.detach().cpu().numpy(), controls.detach().cpu().numpy()
-        if type(noise_level).__module__.startswith("torch"):
-            noise_level = noise_level.detach().cpu().numpy()
-        if type(latent).__module__.startswith("torch"):
-            latent = latent.detach().cpu().numpy()
-        out = self._run(np.ascontiguousarray(frames, dtype=np.float32),
-                        np.ascontiguousarray(controls, dtype=np.float32), noise_level, latent)
-        if as_torch:
+        arrays = self.arrays if as_torch else HOST
+        inputs = [frames, controls, noise_level, latent]
+        if as_torch and arrays is HOST:  # torch is imported already: we were handed its tensors
             import torch
 
-            return torch.from_numpy(out).to(device)
-        return out
+            device = frames.device
+            inputs = [x.detach().cpu() if isinstance(x, torch.Tensor) else x for x in inputs]
+            return torch.from_numpy(self._run(HOST, *inputs)).to(device)
+        return self._run(arrays, *inputs)
 
-    def _run(self, f: np.ndarray, c: np.ndarray, noise_level: Any = None,
-             latent: Any = None) -> np.ndarray:
-        out: np.ndarray = self.session.run(None, self._feed(f, c, noise_level, latent))[0]
-        return out
-
-    def _feed(self, f: np.ndarray, c: np.ndarray, noise_level: Any = None,
-              latent: Any = None) -> dict[str, np.ndarray]:
-        """The session's inputs, checked against the manifest."""
+    def _run(self, arrays: Arrays, frames: Any, controls: Any, noise_level: Any = None,
+             latent: Any = None) -> Any:
+        """One step through I/O binding: the inputs and the output are ``arrays``,
+        bound where they lie (host memory, or the GPU's)."""
+        feed = self._feed(arrays, frames, controls, noise_level, latent)
         m = self.manifest
+        out = arrays.empty((feed["frames"].shape[0], 3, m.height, m.width))
+        binding = self.session.io_binding()
+        for name, x in feed.items():
+            device, index, pointer = arrays.address(x)
+            binding.bind_input(name, device, index, np.float32, list(x.shape), pointer)
+        device, index, pointer = arrays.address(out)
+        binding.bind_output(OUTPUTS[0], device, index, np.float32, list(out.shape), pointer)
+        arrays.settle()  # the inputs torch queued are written before ONNX Runtime reads them
+        self.session.run_with_iobinding(binding)  # which returns once its output is written
+        return out
+
+    def _feed(self, arrays: Arrays, frames: Any, controls: Any, noise_level: Any = None,
+              latent: Any = None) -> dict[str, Any]:
+        """The session's inputs as contiguous float32 ``arrays``, checked against
+        the manifest."""
+        m = self.manifest
+        f, c = arrays.put(frames), arrays.put(controls)
         want = m.frame_shape
-        if f.ndim != 5 or f.shape[1:] != want:
+        if f.ndim != 5 or tuple(f.shape[1:]) != want:
             raise ValueError(f"frames must have shape (B, {', '.join(map(str, want))}), "
-                             f"got {f.shape}")
-        if c.shape != (f.shape[0], m.control_dim):
-            raise ValueError(f"controls must have shape ({f.shape[0]}, {m.control_dim}), "
-                             f"got {c.shape}")
+                             f"got {tuple(f.shape)}")
+        batch = f.shape[0]
+        if tuple(c.shape) != (batch, m.control_dim):
+            raise ValueError(f"controls must have shape ({batch}, {m.control_dim}), "
+                             f"got {tuple(c.shape)}")
         feed = {"frames": f, "controls": c}
         if NOISE_INPUT in self.inputs:
-            level = m.noise_level if noise_level is None else noise_level
-            feed[NOISE_INPUT] = np.broadcast_to(
-                np.asarray(level, np.float32), (f.shape[0],)).copy()
-        z = latent_input(m, f.shape[0], latent, self._rng)
-        if z is not None:
-            feed[LATENT_INPUT] = z
+            level = arrays.put(m.noise_level if noise_level is None else noise_level).reshape(-1)
+            if level.shape[0] not in (1, batch):
+                raise ValueError(f"noise_level must be one number or {batch}, got "
+                                 f"{level.shape[0]}")
+            feed[NOISE_INPUT] = arrays.put(level.repeat(batch) if level.shape[0] == 1 else level)
+        if m.latent_dim:
+            z: Any = latent
+            if latent is None or arrays is HOST:  # drawn, or checked, on the host
+                z = latent_input(m, batch, latent, self._rng)
+            elif tuple(latent.shape) != (batch, m.latent_dim):
+                raise ValueError(f"latent must have shape ({batch}, {m.latent_dim}) = "
+                                 f"(batch, latent_dim), got {tuple(latent.shape)}")
+            feed[LATENT_INPUT] = arrays.put(z)
         return feed

@@ -21,22 +21,34 @@ from export.bundle import (
 from export.dream import latent_input
 from export.manifest import BundleError, Manifest
 from export.model_manifest import manifest_for
+from export.torch_device import GraphedSteps, TorchArrays
 from models import WorldModel, WorldModelConfig
 from models.device import resolve_device
 
 
 class _TorchStep:
-    """Shared input handling of the torch-based backends."""
+    """Shared input handling of the torch-based backends: inputs go to the
+    model's device as tensors (``arrays``), and on CUDA each batch size's step
+    is replayed from a captured CUDA graph (``graphs``)."""
 
     name = "torch"
     manifest: Manifest
-    _device: torch.device
+    arrays: TorchArrays
     _autocast: torch.dtype | None = None
     _rng: np.random.Generator | None = None
+    _graphs: GraphedSteps | None = None
 
     @property
     def device(self) -> str:
-        return self._device.type
+        return self.arrays.device.type
+
+    def use_graphs(self, graphs: bool | None, largest: int = 64) -> None:
+        """Replay the steps of up to ``largest`` dreams from static buffers
+        (``GraphedSteps``), or not: ``None`` replays on CUDA only, where each
+        batch size's step is captured as a CUDA graph."""
+        cuda = self.arrays.device.type == "cuda"
+        enabled = cuda if graphs is None else graphs
+        self._graphs = GraphedSteps(self._run, capture=cuda, largest=largest) if enabled else None
 
     def _run(self, frames: torch.Tensor, controls: torch.Tensor,
              noise_level: torch.Tensor | None, latent: torch.Tensor | None) -> torch.Tensor:
@@ -45,26 +57,30 @@ class _TorchStep:
     def step(self, frames: Any, controls: Any, noise_level: Any = None,
              latent: Any = None) -> Any:
         as_numpy = not isinstance(frames, torch.Tensor)
-        f = torch.as_tensor(np.asarray(frames) if as_numpy else frames, dtype=torch.float32)
-        c = torch.as_tensor(np.asarray(controls) if as_numpy else controls, dtype=torch.float32)
+        f, c = self.arrays.put(frames), self.arrays.put(controls)
         level = None
         if self.manifest.noise_conditioned:
-            if noise_level is None:
-                noise_level = self.manifest.noise_level
-            level = torch.as_tensor(np.asarray(noise_level) if not isinstance(
-                noise_level, torch.Tensor) else noise_level, dtype=torch.float32).to(
-                self._device).expand(f.shape[0]).contiguous()
+            level = self.arrays.put(self.manifest.noise_level if noise_level is None
+                                    else noise_level).reshape(-1).expand(f.shape[0]).contiguous()
+        z = self._latent(f.shape[0], latent)
+        run = self._graphs or self._run
+        with torch.inference_mode(), torch.autocast(self.device, dtype=self._autocast,
+                                                    enabled=self._autocast is not None,
+                                                    cache_enabled=False):
+            out = run(f, c, level, z).float()
+        return out.cpu().numpy() if as_numpy else out
+
+    def _latent(self, batch: int, latent: Any) -> torch.Tensor | None:
+        """The step's latent on the device: ``latent`` checked, else fresh draws."""
         if isinstance(latent, torch.Tensor):
-            latent = latent.detach().cpu().numpy()
+            if latent.shape != (batch, self.manifest.latent_dim):
+                raise ValueError(f"latent must have shape ({batch}, {self.manifest.latent_dim})"
+                                 f" = (batch, latent_dim), got {tuple(latent.shape)}")
+            return self.arrays.put(latent)
         if self._rng is None:
             self._rng = np.random.default_rng()
-        z = latent_input(self.manifest, f.shape[0], latent, self._rng)
-        with torch.inference_mode(), torch.autocast(self._device.type, dtype=self._autocast,
-                                                    enabled=self._autocast is not None):
-            out = self._run(f.to(self._device, non_blocking=True),
-                            c.to(self._device, non_blocking=True), level,
-                            None if z is None else torch.from_numpy(z).to(self._device)).float()
-        return out.cpu().numpy() if as_numpy else out
+        z = latent_input(self.manifest, batch, latent, self._rng)
+        return None if z is None else self.arrays.put(z)
 
     def start_frames(self) -> np.ndarray:
         raise BundleError(f"{self.name}: this model came without start frames")
@@ -72,22 +88,24 @@ class _TorchStep:
 
 class TorchBackend(_TorchStep):
     """Eager PyTorch. ``autocast``: bf16 (or fp16) on CUDA by default, off on CPU;
-    ``compile``: wrap the model in ``torch.compile``."""
+    ``compile``: wrap the model in ``torch.compile``; ``graphs``: replay each batch
+    size's step (a CUDA graph on CUDA; default: on CUDA, unless compiled)."""
 
     name = "torch"
 
     def __init__(self, model: WorldModel, manifest: Manifest | None = None,
                  device: str = "auto", autocast: bool | None = None, compile: bool = False,
-                 start_frames: np.ndarray | None = None) -> None:
-        self._device = resolve_device(device)
-        self.model = model.to(self._device).eval()
+                 start_frames: np.ndarray | None = None, graphs: bool | None = None) -> None:
+        self.arrays = TorchArrays(resolve_device(device))
+        self.model = model.to(self.arrays.device).eval()
         self.manifest = manifest if manifest is not None else manifest_for(model)
-        use_amp = self._device.type == "cuda" if autocast is None else autocast
+        use_amp = self.device == "cuda" if autocast is None else autocast
         if use_amp:
-            self._autocast = torch.bfloat16 if (self._device.type == "cpu" or
+            self._autocast = torch.bfloat16 if (self.device == "cpu" or
                                                 torch.cuda.is_bf16_supported()) else torch.float16
         self._net: Any = torch.compile(self.model) if compile else self.model
         self._start = start_frames
+        self.use_graphs(False if compile and graphs is None else graphs)
 
     def _run(self, frames: torch.Tensor, controls: torch.Tensor,
              noise_level: torch.Tensor | None, latent: torch.Tensor | None) -> torch.Tensor:
@@ -104,19 +122,21 @@ class TorchScriptBackend(_TorchStep):
 
     name = "torchscript"
 
-    def __init__(self, bundle: str | Path, device: str = "auto") -> None:
+    def __init__(self, bundle: str | Path, device: str = "auto",
+                 graphs: bool | None = None) -> None:
         self.manifest = Manifest.read(bundle)
         self.bundle = Path(bundle)
-        self._device = resolve_device(device)
+        self.arrays = TorchArrays(resolve_device(device))
         path = verify_file(bundle, TORCHSCRIPT_FILE, self.manifest)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is what we ship
                 self.module = torch.jit.load(  # type: ignore[no-untyped-call]
-                    str(path), map_location=self._device)
+                    str(path), map_location=self.arrays.device)
         except Exception as err:  # torch.jit raises RuntimeError and others for a bad file
             raise BundleError(f"{path}: TorchScript cannot load it ({err})") from None
         _probe(self, path)
+        self.use_graphs(graphs)
 
     def _run(self, frames: torch.Tensor, controls: torch.Tensor,
              noise_level: torch.Tensor | None, latent: torch.Tensor | None) -> torch.Tensor:

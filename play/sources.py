@@ -91,7 +91,7 @@ class DreamSource:
         self.fps = float(backend.manifest.fps or 15.0)
         self.control_names = tuple(backend.manifest.control_names)
         self.start = backend.start_frames()
-        self.dream = Dream(backend.manifest, latent, seed)
+        self.dream = Dream.of(backend, latent, seed)
         self.turn = seed
         self.step_ms = 0.0
         self.start_image: np.ndarray | None = None
@@ -310,7 +310,7 @@ class CompareSource:
         if (recording is None) == (world is None):
             raise ValueError("compare needs exactly one of a recording or a world")
         self.backend = backend
-        self.dream = Dream(backend.manifest, latent)
+        self.dream = Dream.of(backend, latent)
         self.size = (backend.manifest.height, backend.manifest.width)
         self.replay = ReplaySource(recording) if recording is not None else None
         self.real = RealSource(world) if world is not None else None

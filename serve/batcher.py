@@ -9,15 +9,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
-import numpy as np
-
-from export.dream import StepInput, Stepper, run_inputs
+from export.dream import StepInput, StepOutput, Stepper, run_inputs
 from serve.metrics import Metrics
 
 
 class _Request(NamedTuple):
     inputs: StepInput
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[StepOutput]
     asked: float  # perf_counter() when it was queued
 
 
@@ -55,9 +53,10 @@ class Batcher:
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-    async def step(self, inputs: StepInput) -> np.ndarray:
-        """The next frame ``(3, H, W)`` for one dream's inputs (``Dream.inputs``)."""
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+    async def step(self, inputs: StepInput) -> StepOutput:
+        """The next frame ``(3, H, W)`` for one dream's inputs (``Dream.inputs``),
+        where the model made it and on the host."""
+        future: asyncio.Future[StepOutput] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Request(inputs, future, time.perf_counter()))
         return await future
 
@@ -101,4 +100,4 @@ class Batcher:
             self.metrics.steps_total += len(batch)
             for i, b in enumerate(batch):
                 if not b.future.done():
-                    b.future.set_result(out[i])
+                    b.future.set_result(StepOutput(out.device[i], out.host[i]))

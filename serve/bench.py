@@ -13,22 +13,23 @@ from typing import Any
 
 import numpy as np
 
+from export.dream import Dream
 from export.runtime import load_backend
 from serve.client import DreamClient
 from serve.server import DreamServer, ServerConfig
 
 
 def in_process_rate(backend: Any, seconds: float) -> float:
-    """Frames/s of ``backend.step`` at batch 1, fed back, no network."""
-    m = backend.manifest
-    frames = backend.start_frames()[:1].astype(np.float32) / 255.0
-    controls = np.zeros((1, m.control_dim), np.float32)
+    """Frames/s of one dream stepped in-process (its state where the model runs,
+    each frame brought to the host, as a session's are), no network."""
+    dream = Dream.of(backend, seed=0)
+    dream.reset(backend.start_frames()[0])
+    controls = np.zeros(backend.manifest.control_dim, np.float32)
     for _ in range(5):
-        backend.step(frames, controls)
+        dream.step(backend, controls)
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        nxt = backend.step(frames, controls)
-        frames = np.concatenate([frames[:, 1:], nxt[:, None]], axis=1)
+        dream.step(backend, controls)
         n += 1
     return n / (time.perf_counter() - start)
 

@@ -219,7 +219,7 @@ class DreamServer:
             await self._refuse(ws, refusal, 1013)
             return
         session = Session(self.start_frames, hello, self.fps,
-                          Dream(self.manifest, self.config.latent, hello.seed))
+                          Dream.of(self.backend, self.config.latent, hello.seed))
         self.sessions[session.id] = session
         log.info("connect %s session %s mode %s encoding %s", peer, session.id, session.mode,
                  session.encoding)
@@ -286,8 +286,8 @@ class DreamServer:
             return
         start = time.perf_counter()
         frame = await self.batcher.step(session.dream.inputs(session.controls.copy()))
-        session.apply(frame)
-        self._post(session, frame, (time.perf_counter() - start) * 1000.0, wake)
+        session.apply(frame.device)
+        self._post(session, frame.host, (time.perf_counter() - start) * 1000.0, wake)
 
     async def _ticker(self, session: Session, wake: asyncio.Event) -> None:
         """Realtime pacing: one step per 1/fps with the latest controls."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -81,8 +82,8 @@ class Session:
         self.controls = np.zeros(self.dream.manifest.control_dim, np.float32)
         self.pending_reset = True
 
-    def apply(self, next_frame: np.ndarray) -> None:
-        """Roll the dream forward with the model's output."""
+    def apply(self, next_frame: Any) -> None:
+        """Roll the dream forward with the model's output (where the model made it)."""
         self.dream.advance(next_frame)
         self.frame_index += 1
 

@@ -53,7 +53,7 @@ def dream_rollouts(model: WorldModel, context: torch.Tensor | np.ndarray, contro
     frames, sticks = (np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x,
                                  np.float32) for x in (context, controls))
     seeds = list(range(len(frames))) if seeds is None else list(seeds)
-    dreams = [Dream(stepper.manifest, latent, seed, noise_level) for seed in seeds]
+    dreams = [Dream.of(stepper, latent, seed, noise_level) for seed in seeds]
     for d, start, seed in zip(dreams, frames, seeds, strict=True):
         d.reset(start, seed)
     return np.stack([step_dreams(stepper, dreams, sticks[:, t])

@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(120)
 
 
-async def started(bundle: Path, **config: object) -> DreamServer:
-    server = DreamServer(load_backend(bundle, "onnxruntime", "cpu"),
+async def started(bundle: Path, backend: str = "onnxruntime", **config: object) -> DreamServer:
+    server = DreamServer(load_backend(bundle, backend, "cpu"),
                          ServerConfig(port=0, **config))  # type: ignore[arg-type]
     await server.start()
     return server
@@ -69,10 +69,12 @@ async def test_hello_welcome_first_frame_and_lockstep(server: DreamServer,
     await client.close()
 
 
-async def test_each_session_rolls_its_own_window_of_k_frames(server: DreamServer,
-                                                            bundle: Path) -> None:
-    # A mirror of the dream, stepped here with the same backend: the server's
-    # frames match only if it slides the K = 3 window exactly like this.
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+async def test_each_session_rolls_its_own_window_of_k_frames(bundle: Path, backend: str) -> None:
+    # A mirror of the dream, stepped here through ONNX Runtime: the server's
+    # frames match only if it slides the K = 3 window exactly like this, on the
+    # host (ONNX Runtime on the CPU) or in the torch backend's tensors.
+    server = await started(bundle, backend, fps=50.0)
     mirror = load_backend(bundle, "onnxruntime", "cpu")
     assert mirror.manifest.context_frames == 3
     a = await DreamClient.connect(url(server), mode="lockstep", seed=1)
@@ -92,8 +94,11 @@ async def test_each_session_rolls_its_own_window_of_k_frames(server: DreamServer
             assert np.abs(got - expected).max() <= 1
     session = next(s for s in server.sessions.values() if s.hello.seed == 1)
     np.testing.assert_allclose(session.context, windows[a][0], atol=1e-5)
+    kept_in = type(session.dream.inputs(np.zeros(4)).window).__module__.split(".")[0]
+    assert kept_in == ("torch" if backend == "torch" else "numpy")
     await a.close()
     await b.close()
+    await server.close()
 
 
 @pytest.mark.parametrize("mode", ["hold", "fresh"])
