@@ -117,13 +117,14 @@ class GraphedSteps:
     def _capture(self, static: list[torch.Tensor | None]) -> _Captured:
         side = torch.cuda.Stream()  # type: ignore[no-untyped-call]
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm up (cuBLAS handles, autotuning) off the graph
-            for _ in range(3):
+        with torch.cuda.stream(side):  # warm up (library handles, autotuning) off the graph,
+            for _ in range(3):  # on the stream the capture uses
                 self.fn(*static)
-        torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: the server's other thread may allocate while this one captures
+        with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
             out = self.fn(*static)
+        torch.cuda.current_stream().wait_stream(side)
         log.info("torch: captured a CUDA graph for batch size %d", static[0].shape[0]
                  if static[0] is not None else 0)
 
