@@ -24,6 +24,7 @@ import numpy as np
 
 from export.manifest import Manifest
 
+LARGEST_BATCH = 64  # the most dreams one model call steps: TensorRT engines, CUDA graphs
 LATENT_MODES = ("hold", "fresh")  # one latent for a whole dream, or a fresh one every step
 
 

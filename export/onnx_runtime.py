@@ -10,8 +10,16 @@ from typing import Any
 import numpy as np
 
 from export.bundle import ONNX_FILE, check_io_shapes, load_start_frames, verify_file
-from export.dream import HOST, Arrays, latent_input
-from export.manifest import LATENT_INPUT, NOISE_INPUT, OUTPUTS, BundleError, Manifest
+from export.dream import HOST, LARGEST_BATCH, Arrays, latent_input
+from export.manifest import (
+    CONTROLS_INPUT,
+    FRAMES_INPUT,
+    LATENT_INPUT,
+    NOISE_INPUT,
+    OUTPUTS,
+    BundleError,
+    Manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -20,20 +28,38 @@ GPU_PROVIDERS = (TENSORRT, CUDA)
 TRT_CACHE_DIR = "tensorrt-cache"  # beside the model in the bundle: engines built once
 
 
-def provider_chain(device: str, available: list[str], cache_dir: Path, fp16: bool = False
-                   ) -> list[Any]:
+def tensorrt_profile(manifest: Manifest, largest: int = LARGEST_BATCH,
+                     usual: int = 16) -> dict[str, str]:
+    """TensorRT's explicit shape profile for a model's inputs: batches of 1 to
+    ``largest``, tuned for ``usual``, so one engine takes every batch a server
+    forms instead of a new one being built when a bigger batch first comes."""
+    per_sample = {FRAMES_INPUT: manifest.frame_shape, CONTROLS_INPUT: (manifest.control_dim,),
+                  NOISE_INPUT: (), LATENT_INPUT: (manifest.latent_dim,)}
+
+    def shapes(batch: int) -> str:
+        return ",".join(f"{name}:" + "x".join(map(str, (batch, *per_sample[name])))
+                        for name in manifest.inputs)
+
+    return {"trt_profile_min_shapes": shapes(1),
+            "trt_profile_opt_shapes": shapes(min(usual, largest)),
+            "trt_profile_max_shapes": shapes(largest)}
+
+
+def provider_chain(device: str, available: list[str], cache_dir: Path, fp16: bool = False,
+                   profile: dict[str, str] | None = None) -> list[Any]:
     """The execution providers to ask ONNX Runtime for, fastest first, each
     node running on the first that takes it: TensorRT (its engines and timing
-    cache in ``cache_dir``, fp16 engines when ``fp16``), then CUDA, then the CPU.
-    ``device`` ``cpu`` asks for the CPU alone; ``cuda`` refuses a machine without
-    a GPU provider."""
+    cache in ``cache_dir``, fp16 engines when ``fp16``, the shape ``profile``
+    of ``tensorrt_profile`` when given), then CUDA, then the CPU. ``device``
+    ``cpu`` asks for the CPU alone; ``cuda`` refuses a machine without a GPU
+    provider."""
     chain: list[Any] = []
     if device in ("auto", "cuda"):
         if TENSORRT in available:
             chain.append((TENSORRT, {
                 "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir),
                 "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache_dir),
-                "trt_fp16_enable": fp16}))
+                "trt_fp16_enable": fp16, **(profile or {})}))
         if CUDA in available:
             chain.append(CUDA)
         if device == "cuda" and not chain:
@@ -59,6 +85,23 @@ def _dream_arrays(device: str) -> Arrays:
         log.info("onnxruntime: torch has no CUDA, so dreams keep their windows on the host")
         return HOST
     return TorchArrays("cuda")
+
+
+def open_session(ort: Any, path: Path, options: Any, providers: list[Any]) -> Any:
+    """An ONNX Runtime session of ``path`` on ``providers``; should TensorRT
+    refuse its explicit shape profile (a graph split between TensorRT and CUDA
+    needs profiles for inputs the bundle does not name), again without it, so
+    TensorRT builds an engine for each batch size as it comes."""
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as err:  # ORT raises its own exception types
+        first = providers[0]
+        if isinstance(first, tuple) and any(k.startswith("trt_profile_") for k in first[1]):
+            log.warning("onnxruntime: TensorRT refused the batch profile (%s); engines will "
+                        "be built per batch size", str(err).splitlines()[0])
+            plain = {k: v for k, v in first[1].items() if not k.startswith("trt_profile_")}
+            return open_session(ort, path, options, [(first[0], plain), *providers[1:]])
+        raise BundleError(f"{path}: ONNX Runtime cannot load it ({err})") from None
 
 
 class OnnxBackend:
@@ -95,7 +138,8 @@ class OnnxBackend:
             raise ValueError("fp16 engines need ONNX Runtime's TensorRT provider, which this "
                              "onnxruntime lacks")
         providers = provider_chain(device, ort.get_available_providers(),
-                                   self.bundle / TRT_CACHE_DIR, fp16)
+                                   self.bundle / TRT_CACHE_DIR, fp16,
+                                   tensorrt_profile(self.manifest))
         if providers[0] != CPU:
             (self.bundle / TRT_CACHE_DIR).mkdir(exist_ok=True)
         options = ort.SessionOptions()
@@ -105,10 +149,7 @@ class OnnxBackend:
         # ORT's own default (0) measured 11 ms a step here against 8 ms with the
         # thread count given explicitly as the CPUs this process may use.
         options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
-        try:
-            self.session: Any = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as err:  # ORT raises its own exception types for a bad model
-            raise BundleError(f"{path}: ONNX Runtime cannot load it ({err})") from None
+        self.session: Any = open_session(ort, path, options, providers)
         self.provider = self.session.get_providers()[0]
         log.info("onnxruntime: running %s on %s (of %s)", path, self.provider,
                  ", ".join(self.session.get_providers()))

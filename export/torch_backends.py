@@ -18,7 +18,7 @@ from export.bundle import (
     load_start_frames,
     verify_file,
 )
-from export.dream import latent_input
+from export.dream import LARGEST_BATCH, latent_input
 from export.manifest import BundleError, Manifest
 from export.model_manifest import manifest_for
 from export.torch_device import GraphedSteps, TorchArrays
@@ -42,7 +42,7 @@ class _TorchStep:
     def device(self) -> str:
         return self.arrays.device.type
 
-    def use_graphs(self, graphs: bool | None, largest: int = 64) -> None:
+    def use_graphs(self, graphs: bool | None, largest: int = LARGEST_BATCH) -> None:
         """Replay the steps of up to ``largest`` dreams from static buffers
         (``GraphedSteps``), or not: ``None`` replays on CUDA only, where each
         batch size's step is captured as a CUDA graph."""

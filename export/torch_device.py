@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from export.dream import LARGEST_BATCH
+
 log = logging.getLogger(__name__)
 
 
@@ -75,7 +77,7 @@ class GraphedSteps:
     """
 
     def __init__(self, fn: Callable[..., torch.Tensor], capture: bool,
-                 largest: int = 64) -> None:
+                 largest: int = LARGEST_BATCH) -> None:
         self.fn, self.capture, self.largest = fn, capture, largest
         self._sizes: dict[int, _Captured | None] = {}
 

@@ -28,7 +28,8 @@ def server_parser() -> argparse.ArgumentParser:
     p.add_argument("--origin", action="append", default=None, metavar="ORIGIN",
                    help="allow browsers from this Origin (repeatable; default: any)")
     p.add_argument("--max-sessions", type=int, default=16)
-    p.add_argument("--max-batch", type=int, default=16, help="largest batch per model call")
+    p.add_argument("--max-batch", type=int, default=16,
+                   help="largest batch per model call, 1-64 (default 16)")
     p.add_argument("--max-delay-ms", type=float, default=4.0,
                    help="longest wait for stragglers when forming a batch")
     add_fps_arg(p, "realtime steps")

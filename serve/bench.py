@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from export.dream import Dream
+from export.dream import LARGEST_BATCH, Dream
 from export.runtime import load_backend
 from serve.client import DreamClient
 from serve.server import DreamServer, ServerConfig
@@ -72,7 +72,7 @@ async def bench(bundle: Path, backend_name: str, device: str, counts: list[int],
                 seconds: float, encoding: str, bf16: bool = False) -> dict[str, Any]:
     backend = load_backend(bundle, backend_name, device, autocast=True if bf16 else None)
     server = DreamServer(backend, ServerConfig(port=0, max_sessions=max(counts) + 1,
-                                               max_batch=max(counts)))
+                                               max_batch=min(max(counts), LARGEST_BATCH)))
     await server.start()
     try:
         results: dict[str, Any] = {"backend": getattr(backend, "name", backend_name)

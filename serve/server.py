@@ -21,7 +21,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from export.dream import Dream, check_latent_mode
+from export.dream import LARGEST_BATCH, Dream, check_latent_mode
 from export.manifest import Manifest
 from serve.batcher import Batcher
 from serve.metrics import Metrics
@@ -79,6 +79,11 @@ class ServerConfig:
     abuse_limit: int = 100
     latent: str = "hold"
     drain_grace_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_batch <= LARGEST_BATCH:
+            raise ValueError(f"the largest batch must be 1-{LARGEST_BATCH} (the batches the "
+                             f"model's engines and graphs are built for), got {self.max_batch}")
 
 
 class DreamServer:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,13 +15,16 @@ import pytest
 ort = pytest.importorskip("onnxruntime", reason="needs the runtime extra: pip install -e "
                                                 "'.[runtime]'")
 
+from export.manifest import BundleError  # noqa: E402
 from export.onnx_runtime import (  # noqa: E402
     CPU,
     CUDA,
     TENSORRT,
     TRT_CACHE_DIR,
     OnnxBackend,
+    open_session,
     provider_chain,
+    tensorrt_profile,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,3 +84,49 @@ def test_install_picks_one_onnx_runtime_for_the_machine(gpu: str, expected: str)
                                                                    "PATH": "/usr/bin:/bin"},
                               check=True)
         assert done.stdout.strip() == expected
+
+
+def test_tensorrt_builds_one_engine_for_every_batch_a_server_forms(bundle: Path,
+                                                                    tmp_path: Path) -> None:
+    manifest = OnnxBackend(bundle, "cpu").manifest  # K = 3, 16x16, noise conditioned
+    profile = tensorrt_profile(manifest)
+    assert profile == {
+        "trt_profile_min_shapes": "frames:1x3x3x16x16,controls:1x4,noise_level:1",
+        "trt_profile_opt_shapes": "frames:16x3x3x16x16,controls:16x4,noise_level:16",
+        "trt_profile_max_shapes": "frames:64x3x3x16x16,controls:64x4,noise_level:64"}
+    options = provider_chain("auto", [TENSORRT, CUDA, CPU], tmp_path, profile=profile)[0][1]
+    assert options["trt_profile_max_shapes"] == profile["trt_profile_max_shapes"]
+
+
+class RefusesProfiles:
+    """ONNX Runtime as it answers when TensorRT cannot take an explicit profile
+    (and for a model it cannot read at all)."""
+
+    def __init__(self) -> None:
+        self.asked: list[list[Any]] = []
+
+    def InferenceSession(self, path: str, options: object, providers: list[Any]) -> str:
+        self.asked.append(providers)
+        if path.endswith("broken.onnx"):
+            raise RuntimeError("INVALID_PROTOBUF : Load model failed")
+        if isinstance(providers[0], tuple) and "trt_profile_min_shapes" in providers[0][1]:
+            raise RuntimeError("EP_FAIL : User needs to provide all the dynamic shape "
+                               "inputs with associated profiles")
+        return "session"
+
+
+def test_a_refused_tensorrt_profile_falls_back_to_engines_per_batch(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fake = RefusesProfiles()
+    chain = provider_chain("auto", [TENSORRT, CUDA, CPU], tmp_path,
+                           profile={"trt_profile_min_shapes": "frames:1x1"})
+    with caplog.at_level(logging.WARNING, logger="export.onnx_runtime"):
+        assert open_session(fake, tmp_path / "m.onnx", None, chain) == "session"
+    assert "refused the batch profile" in caplog.text
+    assert len(fake.asked) == 2
+    retried = fake.asked[-1]
+    assert retried[1:] == [CUDA, CPU]
+    assert not any(k.startswith("trt_profile_") for k in retried[0][1])
+    assert retried[0][1]["trt_engine_cache_enable"] is True
+    with pytest.raises(BundleError, match=r"broken\.onnx: ONNX Runtime cannot load it"):
+        open_session(fake, tmp_path / "broken.onnx", None, [CPU])

@@ -510,3 +510,10 @@ def test_sigterm_drains_then_closes_sessions_and_exits(bundle: Path) -> None:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.mark.parametrize("batch", [0, 65])
+def test_a_batch_past_what_the_engines_are_built_for_is_refused(batch: int) -> None:
+    with pytest.raises(ValueError, match=f"largest batch must be 1-64.*got {batch}"):
+        ServerConfig(max_batch=batch)
+    assert ServerConfig(max_batch=64).max_batch == 64
