@@ -53,6 +53,21 @@ class Batcher:
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True, cancel_futures=True)
 
+    def batch_sizes(self) -> list[int]:
+        """The batch sizes to warm up: the powers of two below ``max_batch``, and it."""
+        sizes = [1 << i for i in range(self.max_batch.bit_length()) if 1 << i < self.max_batch]
+        return [*sizes, self.max_batch]
+
+    async def warm_up(self, inputs: StepInput) -> list[int]:
+        """Run ``inputs`` once at every batch size of ``batch_sizes`` (nothing
+        counted in the metrics), so the first players wait for no TensorRT
+        engine build or CUDA graph capture; returns the sizes run."""
+        loop = asyncio.get_running_loop()
+        sizes = self.batch_sizes()
+        for size in sizes:
+            await loop.run_in_executor(self._executor, run_inputs, self.backend, [inputs] * size)
+        return sizes
+
     async def step(self, inputs: StepInput) -> StepOutput:
         """The next frame ``(3, H, W)`` for one dream's inputs (``Dream.inputs``),
         where the model made it and on the host."""

@@ -114,6 +114,13 @@ class DreamServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
+        """Warm the model up at every batch size, then listen."""
+        start = time.perf_counter()
+        dream = Dream.of(self.backend, self.config.latent, 0)
+        dream.reset(self.start_frames[0])
+        sizes = await self.batcher.warm_up(dream.inputs(np.zeros(self.manifest.control_dim)))
+        log.info("warmed up batches of %s in %.1f s", ", ".join(map(str, sizes)),
+                 time.perf_counter() - start)
         self.batcher.start()
         origins: Any = self.config.origins  # websockets answers 403 to any other Origin
         self._server = await serve(

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -517,3 +518,31 @@ def test_a_batch_past_what_the_engines_are_built_for_is_refused(batch: int) -> N
     with pytest.raises(ValueError, match=f"largest batch must be 1-64.*got {batch}"):
         ServerConfig(max_batch=batch)
     assert ServerConfig(max_batch=64).max_batch == 64
+
+
+async def test_the_model_is_warmed_up_at_every_batch_size_before_anyone_plays(
+        bundle: Path) -> None:
+    # TensorRT builds its engine and the torch backends capture their CUDA
+    # graphs on a batch size's first step: the server takes those first steps.
+    class Counting:
+        def __init__(self, backend: Any) -> None:
+            self.backend, self.manifest, self.batches = backend, backend.manifest, []
+
+        def start_frames(self) -> Any:
+            return self.backend.start_frames()
+
+        def step(self, frames: Any, *rest: Any) -> Any:
+            self.batches.append(len(frames))
+            return self.backend.step(frames, *rest)
+
+    model = Counting(load_backend(bundle, "onnxruntime", "cpu"))
+    server = DreamServer(model, ServerConfig(port=0, max_batch=12))
+    await server.start()
+    assert model.batches == [1, 2, 4, 8, 12]
+    assert server.metrics.steps_total == 0  # not counted as anyone's steps
+    client = await DreamClient.connect(url(server), mode="lockstep")
+    await client.frame()
+    await client.step([0.0, 0.0, 0.0, 0.0])
+    assert model.batches[-1] == 1
+    await client.close()
+    await server.close()
