@@ -115,19 +115,20 @@ def check_latent_mode(mode: str) -> str:
     return mode
 
 
-def latent_input(manifest: Manifest, batch: int, latent: Any,
-                 rng: np.random.Generator) -> np.ndarray | None:
-    """The ``latent`` input for ``batch`` samples: ``latent`` checked, or fresh N(0, 1)
-    draws from ``rng`` when it is None; None for a model without a latent."""
+def latent_input(manifest: Manifest, batch: int, latent: Any, rng: np.random.Generator,
+                 arrays: Arrays = HOST) -> Any:
+    """The ``latent`` input for ``batch`` samples as an array of ``arrays``:
+    ``latent`` checked, or fresh N(0, 1) draws from ``rng`` when it is None;
+    None for a model without a latent."""
     dim = manifest.latent_dim
     if not dim:
         return None
     if latent is None:
-        return rng.standard_normal((batch, dim), dtype=np.float32)
-    z = np.ascontiguousarray(latent, dtype=np.float32)
-    if z.shape != (batch, dim):
+        return arrays.put(rng.standard_normal((batch, dim), dtype=np.float32))
+    z = arrays.put(latent)
+    if tuple(z.shape) != (batch, dim):
         raise ValueError(f"latent must have shape ({batch}, {dim}) = (batch, latent_dim), "
-                         f"got {z.shape}")
+                         f"got {tuple(z.shape)}")
     return z
 
 

@@ -241,11 +241,5 @@ class OnnxBackend:
                                  f"{level.shape[0]}")
             feed[NOISE_INPUT] = arrays.put(level.repeat(batch) if level.shape[0] == 1 else level)
         if m.latent_dim:
-            z: Any = latent
-            if latent is None or arrays is HOST:  # drawn, or checked, on the host
-                z = latent_input(m, batch, latent, self._rng)
-            elif tuple(latent.shape) != (batch, m.latent_dim):
-                raise ValueError(f"latent must have shape ({batch}, {m.latent_dim}) = "
-                                 f"(batch, latent_dim), got {tuple(latent.shape)}")
-            feed[LATENT_INPUT] = arrays.put(z)
+            feed[LATENT_INPUT] = latent_input(m, batch, latent, self._rng, arrays)
         return feed

@@ -72,15 +72,11 @@ class _TorchStep:
 
     def _latent(self, batch: int, latent: Any) -> torch.Tensor | None:
         """The step's latent on the device: ``latent`` checked, else fresh draws."""
-        if isinstance(latent, torch.Tensor):
-            if latent.shape != (batch, self.manifest.latent_dim):
-                raise ValueError(f"latent must have shape ({batch}, {self.manifest.latent_dim})"
-                                 f" = (batch, latent_dim), got {tuple(latent.shape)}")
-            return self.arrays.put(latent)
         if self._rng is None:
             self._rng = np.random.default_rng()
-        z = latent_input(self.manifest, batch, latent, self._rng)
-        return None if z is None else self.arrays.put(z)
+        latent_on_device: torch.Tensor | None = latent_input(
+            self.manifest, batch, latent, self._rng, self.arrays)
+        return latent_on_device
 
     def start_frames(self) -> np.ndarray:
         raise BundleError(f"{self.name}: this model came without start frames")
